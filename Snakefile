@@ -1,0 +1,19 @@
+# fmextract: extract a compact algorithm from scGPT attention and benchmark it on donor-holdout splits.
+# Default: the embedded demo (config/config.yaml). Paper: --configfile config/paper.yaml.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/operators.smk"
+include: "workflow/rules/methods.smk"
+include: "workflow/rules/stats.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,121 @@
+"""The method contract: load a method file, give it a split's train/test AnnData, validate and score its output.
+
+A method is a Python file defining one function, by kind:
+
+- ``embedding``:  ``embed(train, test, params) -> (Z_train, Z_test)``; the shared readouts turn Z into every endpoint.
+- ``classifier``: ``classify(train, test, params) -> dict`` with any of ``branch_proba``/``stage_proba`` (DataFrame,
+  test cells x classes), ``<subtype>_proba`` (positive-class probability per test cell) and ``pseudotime``.
+- ``pseudotime``: ``pseudotime(train, test, params) -> array (n_test,)``.
+
+``train`` and ``test`` hold the panel genes: raw counts in ``layers["counts"]``, log1p(CP10k) in ``X``. Labels
+(``stage``, ``branch``, ``depth``...) are in ``train.obs`` only; ``test.obs`` has just ``donor`` and ``tissue``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from fmextract.errors import InputError
+from fmextract.metrics import endpoint_metrics
+from fmextract.readouts import fit_readouts
+
+log = logging.getLogger(__name__)
+
+KIND_FUNCTION = {"embedding": "embed", "classifier": "classify", "pseudotime": "pseudotime"}
+#: obs columns a method may see for test cells.
+VISIBLE_TEST_OBS = ("donor", "tissue")
+
+
+def load_method(path: str | Path, kind: str) -> ModuleType:
+    """Import a method file and check it defines the function its kind requires."""
+    path = Path(path)
+    if kind not in KIND_FUNCTION:
+        raise InputError(f"method {path.stem}: kind '{kind}' is unknown; use one of {', '.join(KIND_FUNCTION)}")
+    spec = importlib.util.spec_from_file_location(f"fmextract_method_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, KIND_FUNCTION[kind], None)):
+        raise InputError(f"{path}: a method of kind '{kind}' must define {KIND_FUNCTION[kind]}(train, test, params)")
+    return module
+
+
+def split_views(
+    adata: ad.AnnData, split_table: pd.DataFrame, split: str, *, max_train_cells: int, seed: int
+) -> tuple[ad.AnnData, ad.AnnData, pd.DataFrame]:
+    """The split's training cells (capped, stratified by donor), test cells with labels hidden, and the test truth."""
+    from fmextract.splits import cap_training_cells
+
+    rows = split_table[split_table["split"] == split]
+    if rows.empty:
+        raise InputError(f"split '{split}' not found in the split table; rerun the splits rule")
+    train_donors = rows.loc[rows["role"] == "train", "donor"].astype(str).tolist()
+    test_donors = rows.loc[rows["role"] == "test", "donor"].astype(str).tolist()
+    donors = adata.obs["donor"].astype(str)
+    train_idx = cap_training_cells(adata.obs, train_donors, max_train_cells, seed)
+    train = adata[train_idx].copy()
+    test = adata[donors.isin(test_donors).to_numpy()].copy()
+    truth = test.obs.copy()
+    test.obs = test.obs[list(VISIBLE_TEST_OBS)].copy()
+    return train, test, truth
+
+
+def check_output(kind: str, out, train: ad.AnnData, test: ad.AnnData, method: str) -> dict:
+    """The one validator every method output passes: types, shapes, finite values, test-cell order."""
+
+    def fail(msg: str) -> None:
+        raise InputError(f"method {method}: {msg}")
+
+    def finite(x: np.ndarray, what: str) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if not np.isfinite(x).all():
+            fail(f"{what} has non-finite values")
+        return x
+
+    if kind == "embedding":
+        if not (isinstance(out, tuple) and len(out) == 2):
+            fail("embed() must return (Z_train, Z_test)")
+        z_train, z_test = (finite(z, name) for z, name in zip(out, ("Z_train", "Z_test")))
+        for z, a, name in ((z_train, train, "Z_train"), (z_test, test, "Z_test")):
+            if z.ndim != 2 or z.shape[0] != a.n_obs:
+                fail(f"{name} has shape {z.shape}, expected ({a.n_obs}, d)")
+        if z_train.shape[1] != z_test.shape[1]:
+            fail(f"Z_train and Z_test differ in width ({z_train.shape[1]} vs {z_test.shape[1]})")
+        return {"Z_train": z_train, "Z_test": z_test}
+    if kind == "pseudotime":
+        out = {"pseudotime": out}
+    if not isinstance(out, dict) or not out:
+        fail("classify() must return a non-empty dict of predictions")
+    checked = {}
+    for key, value in out.items():
+        if isinstance(value, pd.DataFrame):
+            if not value.index.equals(test.obs_names):
+                fail(f"{key} rows must be the test cells in test.obs_names order")
+            finite(value.to_numpy(), key)
+            checked[key] = value
+        else:
+            v = finite(value, key)
+            if v.shape != (test.n_obs,):
+                fail(f"{key} has shape {v.shape}, expected ({test.n_obs},)")
+            checked[key] = v
+    return checked
+
+
+def evaluate(
+    kind: str, checked: dict, train: ad.AnnData, truth: pd.DataFrame, *, subtypes: dict, seed: int
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Endpoints of one method on one split; embeddings go through the shared readouts (fit on train donors)."""
+    n_params: dict[str, int] = {}
+    if kind == "embedding":
+        readouts = fit_readouts(checked["Z_train"], train.obs, subtypes=subtypes, seed=seed)
+        pred = readouts.predict(checked["Z_test"])
+        n_params = readouts.n_parameters()
+    else:
+        pred = checked
+    return endpoint_metrics(truth, pred, subtypes=subtypes, donor_key="donor"), n_params

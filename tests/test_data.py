@@ -1,0 +1,103 @@
+"""Data contract: validation errors name the file, key and fix; harmonisation, HVG panel and anchors."""
+
+import numpy as np
+import pytest
+
+from fmextract import data
+from fmextract.errors import InputError
+
+KEYS = dict(donor_key="donor_id", cell_type_key="cell_type", tissue_key="tissue", counts_layer="counts",
+            gene_symbol_column=None)
+
+
+def validate(adata, **over):
+    data.validate_panel(adata, source="panel.h5ad", min_donors=3, **{**KEYS, **over})
+
+
+def test_valid_panel_passes(counts_panel):
+    validate(counts_panel)
+
+
+def test_missing_donor_column(counts_panel):
+    with pytest.raises(InputError, match=r"panel.h5ad: obs column 'donor' not found.*data.donor_key"):
+        validate(counts_panel, donor_key="donor")
+
+
+def test_missing_cell_type_column(counts_panel):
+    with pytest.raises(InputError, match=r"obs column 'celltype' not found.*data.cell_type_key"):
+        validate(counts_panel, cell_type_key="celltype")
+
+
+def test_non_integer_counts(counts_panel):
+    counts_panel.layers["counts"] = counts_panel.layers["counts"] * 0.5
+    with pytest.raises(InputError, match=r"layers\['counts'\] holds non-integer.*counts_layer"):
+        validate(counts_panel)
+
+
+def test_missing_counts_layer(counts_panel):
+    with pytest.raises(InputError, match=r"layer 'raw' not found"):
+        validate(counts_panel, counts_layer="raw")
+
+
+def test_too_few_donors(counts_panel):
+    small = counts_panel[counts_panel.obs["donor_id"].isin(["D0", "D1"])].copy()
+    with pytest.raises(InputError, match=r"2 donor\(s\), fewer than data.min_donors=3"):
+        validate(small)
+
+
+def test_error_messages_are_one_line(counts_panel):
+    with pytest.raises(InputError) as err:
+        validate(counts_panel, donor_key="nope")
+    assert "\n" not in str(err.value)
+
+
+def test_harmonise_maps_and_drops_unmapped(counts_panel, stage_table):
+    counts_panel.obs.loc[counts_panel.obs_names[:5], "cell_type"] = "not a blood cell"
+    panel, unmapped = data.harmonise(counts_panel, stage_table, source="p", **KEYS)
+    assert panel.n_obs == counts_panel.n_obs - 5
+    assert set(data.PREPARED_OBS) <= set(panel.obs.columns)
+    assert panel.obs["stage"].notna().all() and panel.obs["depth"].dtype == float
+    assert unmapped.to_numpy().ravel().tolist().count(5) == 1
+    data.log_normalise(panel)
+    np.testing.assert_allclose(np.expm1(panel.X.toarray()).sum(axis=1), 1e4, rtol=1e-4)
+
+
+def test_gene_panel_uses_reference_donors_only(counts_panel, stage_table):
+    panel, _ = data.harmonise(counts_panel, stage_table, source="p", **KEYS)
+    vocab = list(panel.var_names)
+    a = data.select_gene_panel(panel, reference_donors=["D0", "D1"], n_genes=10, vocab=vocab, min_vocab_overlap=0.5, source="p")
+    # changing only a non-reference donor's counts must not change the panel
+    other = panel.copy()
+    rows = np.flatnonzero(other.obs["donor"] == "D3")
+    counts = other.layers["counts"].toarray()
+    counts[rows] = np.random.default_rng(1).poisson(30, size=(rows.size, counts.shape[1]))
+    import scipy.sparse as sp
+
+    other.layers["counts"] = sp.csr_matrix(counts)
+    b = data.select_gene_panel(other, reference_donors=["D0", "D1"], n_genes=10, vocab=vocab, min_vocab_overlap=0.5, source="p")
+    assert a == b and len(a) == 10
+
+
+def test_gene_panel_vocab_overlap_error(counts_panel, stage_table):
+    panel, _ = data.harmonise(counts_panel, stage_table, source="p", **KEYS)
+    with pytest.raises(InputError, match=r"only 10.0% of genes are in the model vocabulary.*feature_name"):
+        data.select_gene_panel(panel, reference_donors=["D0"], n_genes=5, vocab=panel.var_names[:4].tolist(),
+                               min_vocab_overlap=0.5, source="p")
+
+
+def test_reference_donors_leave_three():
+    assert data.choose_reference_donors(list("abcdef"), n_reference=2, seed=0) == data.choose_reference_donors(
+        list("fedcba"), n_reference=2, seed=0)
+    with pytest.raises(InputError, match="n_reference_donors"):
+        data.choose_reference_donors(list("abcd"), n_reference=2, seed=0)
+
+
+def test_anchors_are_group_means(counts_panel, stage_table):
+    panel, _ = data.harmonise(counts_panel, stage_table, source="p", **KEYS)
+    data.log_normalise(panel)
+    profiles, meta = data.anchors(panel, min_cells=3)
+    assert (meta["n_cells"] >= 3).all()
+    row = meta.iloc[0]
+    mask = ((panel.obs["donor"] == row["donor"]) & (panel.obs["tissue"] == row["tissue"]) & (panel.obs["stage"] == row["stage"])).to_numpy()
+    np.testing.assert_allclose(profiles[0], panel.X[mask].toarray().mean(axis=0), rtol=1e-5)
+    assert mask.sum() == row["n_cells"]

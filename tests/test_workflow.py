@@ -1,0 +1,128 @@
+"""The real Snakefile on the tiny config, in a temporary copy of the workflow: tables, columns, value ranges.
+
+Also: `snakemake --lint` is clean, and adding a method by the README's two-step recipe works.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = {
+    "branch_balanced_accuracy", "branch_macro_f1", "stage_balanced_accuracy", "stage_macro_f1", "cd4_cd8_auroc",
+    "cd4_cd8_balanced_accuracy", "mono_macro_auroc", "pseudotime_depth_spearman", "pseudotime_depth_abs_spearman",
+}
+TOY_METHOD = '''"""toy: the first two log1p panel genes (a deliberately weak baseline)."""
+
+import numpy as np
+
+
+def embed(train, test, params):
+    """Two genes as a 2-D embedding."""
+    first_two = lambda a: np.asarray(a.X[:, :2].todense(), dtype=np.float32)
+    return first_two(train), first_two(test)
+'''
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir` with the tiny config; fail the test with its output on error."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/tiny.yaml", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    return proc
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A self-contained copy of the workflow (what a user clones), with the tiny config in config/."""
+    for name in ("Snakefile", "workflow", "config", "resources", "profiles", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    shutil.copy(ROOT / "tests" / "config" / "tiny.yaml", dest / "config" / "tiny.yaml")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """The tiny workflow, run once for the module, with a toy method added by the README recipe."""
+    work = copy_workflow(tmp_path_factory.mktemp("wf"))
+    # README "Add a baseline in two steps": 1. the method file, 2. one config entry
+    (work / "workflow" / "methods" / "toy.py").write_text(TOY_METHOD)
+    cfg_path = work / "config" / "tiny.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["methods"]["toy"] = {"kind": "embedding"}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    snakemake(work)
+    return work
+
+
+def methods(run: Path) -> list[str]:
+    """Methods of the (toy-extended) tiny config."""
+    return list(yaml.safe_load((run / "config" / "tiny.yaml").read_text())["methods"])
+
+
+def table(run: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(run / "results" / "tables" / name, sep="\t")
+
+
+def test_metrics_table(run):
+    m = table(run, "metrics.tsv")
+    assert list(m.columns[:4]) == ["split", "method", "endpoint", "value"]
+    assert set(m["endpoint"]) <= ENDPOINTS and {"stage_balanced_accuracy", "pseudotime_depth_abs_spearman"} <= set(m["endpoint"])
+    assert set(m["method"]) == set(methods(run)) and "toy" in set(m["method"])
+    assert m["split"].nunique() == 3
+    bounded = m[~m["endpoint"].str.endswith("_spearman") | m["endpoint"].str.contains("abs")]
+    assert bounded["value"].between(0, 1).all()
+    assert m["value"].between(-1, 1).all()
+
+
+def test_stats_table(run):
+    s = table(run, "stats.tsv")
+    for col in ("endpoint", "method", "reference", "n", "median_diff", "statistic", "p_value", "q_value"):
+        assert col in s.columns
+    assert set(s["method"]) == set(methods(run)) - {"extracted"} and (s["reference"] == "extracted").all()
+    assert np.isfinite(s[["p_value", "q_value"]].to_numpy()).all()
+    assert (s["q_value"] >= s["p_value"] - 1e-12).all() and s["q_value"].le(1).all()
+
+
+def test_summary_runtime_parameters(run):
+    summary = table(run, "summary.tsv")
+    assert {"method", "endpoint", "mean", "sd"} <= set(summary.columns)
+    runtime = table(run, "runtime.tsv")
+    assert {"method", "split", "seconds", "max_rss_mb"} <= set(runtime.columns) and len(runtime) == len(methods(run)) * 3
+    params = table(run, "parameters.tsv")
+    assert (params["n_parameters"] > 0).all() and "extracted" in set(params["method"])
+
+
+def test_logs_per_rule(run):
+    logs = list((run / "results" / "logs").rglob("*.log"))
+    assert any(p.name == "gene_panel.log" for p in logs) and len(logs) >= 4 * 3
+
+
+def test_rerun_is_a_no_op(run):
+    proc = snakemake(run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean(tmp_path):
+    work = copy_workflow(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_config_typo_fails_fast(tmp_path):
+    work = copy_workflow(tmp_path)
+    cfg = (work / "config" / "tiny.yaml").read_text().replace("n_splits:", "n_split:")
+    (work / "config" / "tiny.yaml").write_text(cfg)
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "config/tiny.yaml"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "unknown key 'n_split' under 'splits'" in proc.stdout + proc.stderr

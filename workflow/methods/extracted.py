@@ -1,0 +1,12 @@
+"""extracted: pooled-drift attention features (frozen operator) -> frozen adaptor; the paper's method."""
+
+from fmextract.adaptor import Adaptor
+from fmextract.features import FeatureMap
+
+
+def embed(train, test, params):
+    """z = adaptor(x M): the operator map and adaptor were fitted once on reference donors and stay frozen."""
+    fmap = FeatureMap.load(params["inputs"]["feature_map"])
+    adaptor = Adaptor.load(params["inputs"]["adaptor"])
+    latent = lambda a: adaptor.transform(fmap.transform(a[:, fmap.genes].X))
+    return latent(train), latent(test)

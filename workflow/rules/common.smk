@@ -1,0 +1,90 @@
+# Everything that is not a rule: config validation, wildcard constraints, helpers, final targets.
+import os
+
+from snakemake.utils import min_version, validate
+
+from fmextract.config import check_config
+
+min_version("9.0")
+
+check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"), source="config")
+validate(config, schema="../../config/schema.yaml")
+
+SEED = config["seed"]
+PANELS = list(config["panels"])
+METHODS = list(config["methods"])
+SPLITS = [f"split{i:03d}" for i in range(config["splits"]["n_splits"])]
+
+
+wildcard_constraints:
+    panel="|".join(PANELS),
+    method="|".join(METHODS),
+    split=r"split\d{3}",
+    feature="pooled_drift|top1|top3",
+    mode="anchor|cell",
+
+
+def checkpoint_dir():
+    """The scGPT checkpoint folder: the configured one, or the one the pipeline pretrains."""
+    return config["model"]["checkpoint"] or "results/model/pretrained"
+
+
+def checkpoint_files(directory=None):
+    """The three files of an scGPT checkpoint folder."""
+    directory = directory or checkpoint_dir()
+    return {name: f"{directory}/{name}" for name in ("args.json", "vocab.json", "best_model.pt")}
+
+
+def simulated_panel_path(wildcards):
+    """The path a simulated panel is written to (its config `path`)."""
+    return config["panels"][wildcards.panel]["path"]
+
+
+def raw_panel(wildcards):
+    """A panel's input .h5ad; user files are wrapped in ancient() so touching them never re-triggers work."""
+    spec = config["panels"][wildcards.panel]
+    return spec["path"] if "simulate" in spec else ancient(spec["path"])
+
+
+def feature_map_inputs(wildcards):
+    """Operators, plus the head screen for the top-k head maps."""
+    inputs = {"operators": "results/operators/operators.npz"}
+    if wildcards.feature.startswith("top"):
+        inputs["screen"] = "results/tables/head_screen.tsv"
+    return inputs
+
+
+def method_file(wildcards):
+    """The method's code file, workflow/methods/<file or name>.py."""
+    return f"workflow/methods/{config['methods'][wildcards.method].get('file', wildcards.method)}.py"
+
+
+def method_inputs(wildcards):
+    """A method's declared extra inputs (config methods.<name>.inputs)."""
+    return config["methods"][wildcards.method].get("inputs", {})
+
+
+def method_resource(name, default):
+    """A per-method resource from its config entry, scaled by attempt for memory."""
+
+    def get(wildcards, attempt=1):
+        value = config["methods"][wildcards.method].get("resources", {}).get(name, default)
+        return value * attempt if name == "mem_mb" else value
+
+    return get
+
+
+def method_env(wildcards):
+    """The conda env file of a method."""
+    return f"../../envs/{config['methods'][wildcards.method].get('env', 'core')}.yaml"
+
+
+def final_outputs():
+    """Every table the default run produces."""
+    return [
+        "results/tables/metrics.tsv",
+        "results/tables/stats.tsv",
+        "results/tables/summary.tsv",
+        "results/tables/runtime.tsv",
+        "results/tables/parameters.tsv",
+    ]

@@ -1,0 +1,29 @@
+# One generic rule runs any method (workflow/methods/<method>.py) on any donor-holdout split.
+
+
+rule run_method:
+    input:
+        unpack(method_inputs),
+        h5ad="results/data/benchmark.h5ad",
+        splits="results/splits/splits.tsv",
+        code=method_file,
+    output:
+        metrics="results/methods/{method}/{split}.tsv",
+        info="results/methods/{method}/{split}.json",
+    params:
+        spec=lambda wc: config["methods"][wc.method],
+        subtypes=config["endpoints"]["subtypes"],
+        max_train_cells=config["splits"]["max_train_cells"],
+        seed=SEED,
+    log:
+        "results/logs/methods/{method}/{split}.log",
+    benchmark:
+        "results/benchmarks/methods/{method}/{split}.tsv"
+    threads: method_resource("threads", 1)
+    resources:
+        mem_mb=method_resource("mem_mb", 4000),
+        runtime=method_resource("runtime", 30),
+    conda:
+        method_env
+    script:
+        "../scripts/method.py"

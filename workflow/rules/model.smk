@@ -1,0 +1,26 @@
+# The scGPT-architecture demo model: masked-value pretraining on the reference donors.
+# The shipped resources/demo_model was made by this rule (see README: "The demo model").
+
+
+rule pretrain_demo_model:
+    input:
+        h5ad="results/data/reference.h5ad",
+        reference_donors="results/data/reference_donors.txt",
+    output:
+        **checkpoint_files("results/model/pretrained"),
+        curve="results/model/pretrained/loss_curve.tsv",
+    params:
+        pretrain=config["model"]["pretrain"],
+    log:
+        "results/logs/pretrain_demo_model.log",
+    benchmark:
+        "results/benchmarks/pretrain_demo_model.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=60,
+        gpus=1,
+    conda:
+        "../../envs/scgpt.yaml"
+    script:
+        "../scripts/model.py"

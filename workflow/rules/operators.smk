@@ -1,0 +1,101 @@
+# Stage 1 (operator export from the frozen model, head screen, feature maps) and stage 2 (the adaptors).
+
+
+rule export_operators:
+    input:
+        **checkpoint_files(),
+        h5ad="results/data/reference.h5ad",
+        reference_donors="results/data/reference_donors.txt",
+        genes="results/data/gene_panel.txt",
+    output:
+        "results/operators/operators.npz",
+    params:
+        operators=config["operators"],
+        seed=SEED,
+    log:
+        "results/logs/export_operators.log",
+    benchmark:
+        "results/benchmarks/export_operators.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=120,
+        gpus=1,
+    conda:
+        "../../envs/scgpt.yaml"
+    script:
+        "../scripts/operators.py"
+
+
+rule head_screen:
+    input:
+        operators="results/operators/operators.npz",
+        h5ad="results/data/benchmark.h5ad",
+        reference_donors="results/data/reference_donors.txt",
+        stage_graph=config["data"]["stage_graph"],
+        stage_table=config["data"]["stage_table"],
+    output:
+        "results/tables/head_screen.tsv",
+    params:
+        adaptor=config["adaptor"],
+        min_cells=config["anchors"]["min_cells"],
+        seed=SEED,
+    log:
+        "results/logs/head_screen.log",
+    benchmark:
+        "results/benchmarks/head_screen.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=60,
+    conda:
+        "../../envs/scgpt.yaml"
+    script:
+        "../scripts/operators.py"
+
+
+rule feature_map:
+    input:
+        unpack(feature_map_inputs),
+    output:
+        "results/operators/{feature}.npz",
+    log:
+        "results/logs/feature_map/{feature}.log",
+    benchmark:
+        "results/benchmarks/feature_map/{feature}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=10,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../scripts/operators.py"
+
+
+rule adaptor:
+    input:
+        feature_map="results/operators/{feature}.npz",
+        h5ad="results/data/benchmark.h5ad",
+        reference_donors="results/data/reference_donors.txt",
+        stage_table=config["data"]["stage_table"],
+        stage_graph=config["data"]["stage_graph"],
+    output:
+        adaptor="results/adaptor/{feature}_{mode}.npz",
+        training="results/adaptor/{feature}_{mode}.tsv",
+    params:
+        adaptor=config["adaptor"],
+        min_cells=config["anchors"]["min_cells"],
+        seed=SEED,
+    log:
+        "results/logs/adaptor/{feature}_{mode}.log",
+    benchmark:
+        "results/benchmarks/adaptor/{feature}_{mode}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=30,
+    conda:
+        "../../envs/scgpt.yaml"
+    script:
+        "../scripts/operators.py"

@@ -1,0 +1,47 @@
+# Collect per-split metrics, runtimes and parameter counts; paired Wilcoxon + BH against the reference method.
+
+
+rule collect:
+    input:
+        metrics=expand("results/methods/{method}/{split}.tsv", method=METHODS, split=SPLITS),
+        info=expand("results/methods/{method}/{split}.json", method=METHODS, split=SPLITS),
+        benchmarks=expand("results/benchmarks/methods/{method}/{split}.tsv", method=METHODS, split=SPLITS),
+    output:
+        metrics="results/tables/metrics.tsv",
+        runtime="results/tables/runtime.tsv",
+        parameters="results/tables/parameters.tsv",
+    log:
+        "results/logs/collect.log",
+    benchmark:
+        "results/benchmarks/collect.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=10,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../scripts/stats.py"
+
+
+rule stats:
+    input:
+        metrics="results/tables/metrics.tsv",
+        runtime="results/tables/runtime.tsv",
+    output:
+        stats="results/tables/stats.tsv",
+        summary="results/tables/summary.tsv",
+    params:
+        reference=config["stats"]["reference"],
+    log:
+        "results/logs/stats.log",
+    benchmark:
+        "results/benchmarks/stats.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=10,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../scripts/stats.py"

@@ -1,0 +1,92 @@
+"""Rules simulate, prepare, reference_donors, gene_panel, splits: read snakemake.*, call fmextract, write outputs."""
+
+import json
+import logging
+
+import anndata as ad
+import pandas as pd
+
+from fmextract import data, logs, splits, stages
+from fmextract.io import write_tsv
+
+logs.to_file(snakemake.log[0])
+log = logging.getLogger("data")
+rule = snakemake.rule
+
+
+def read_lines(path):
+    with open(path) as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def write_lines(lines, path):
+    from fmextract.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write("".join(f"{x}\n" for x in lines))
+
+
+if rule == "simulate":
+    from fmextract.simulate import simulate_panel
+
+    cfg, sim = snakemake.params.data, snakemake.params.panel["simulate"]
+    table = stages.load_stage_table(cfg["stage_table"])
+    edges = stages.load_stage_graph(cfg["stage_graph"], table["stage"].unique().tolist())
+    programs = stages.load_marker_programs(cfg["marker_programs"])
+    background = read_lines(cfg["background_genes"])
+    prefix = snakemake.wildcards.panel[:3].upper()
+    adata = simulate_panel(
+        table, edges, programs, background,
+        donors=[f"{prefix}{i:02d}" for i in range(sim["donors"])],
+        tissues=sim["tissues"], stages=sim.get("stages"), cells_per_donor=sim["cells_per_donor"],
+        n_genes=None, seed=sim["seed"],
+    )
+    log.info("simulated %s: %d cells x %d genes, %d donors", snakemake.wildcards.panel, *adata.shape, sim["donors"])
+    data.write_h5ad(adata, snakemake.output[0])
+
+elif rule == "prepare":
+    spec = snakemake.params.panel
+    source = str(snakemake.input.panel)
+    raw = ad.read_h5ad(source)
+    keys = {k: spec.get(k) for k in ("donor_key", "cell_type_key", "tissue_key", "counts_layer", "gene_symbol_column")}
+    data.validate_panel(raw, source=source, min_donors=snakemake.params.min_donors, **keys)
+    table = stages.load_stage_table(snakemake.input.stage_table)
+    panel, unmapped = data.harmonise(raw, table, source=source, **keys)
+    data.log_normalise(panel)
+    log.info("%s: %d cells, %d genes, %d donors, %d stages", source, panel.n_obs, panel.n_vars,
+             panel.obs["donor"].nunique(), panel.obs["stage"].nunique())
+    write_tsv(unmapped, snakemake.output.unmapped)
+    data.write_h5ad(panel, snakemake.output.h5ad)
+
+elif rule == "reference_donors":
+    donors = ad.read_h5ad(snakemake.input.h5ad, backed="r").obs["donor"].unique().tolist()
+    chosen = data.choose_reference_donors(donors, n_reference=snakemake.params.n_reference, seed=snakemake.params.seed)
+    log.info("reference donors (HVGs, operators, adaptor; never test donors): %s", chosen)
+    write_lines(chosen, snakemake.output[0])
+
+elif rule == "gene_panel":
+    panel = ad.read_h5ad(snakemake.input.h5ad)
+    with open(snakemake.input.vocab) as fh:
+        vocab = json.load(fh)
+    genes = data.select_gene_panel(
+        panel, reference_donors=read_lines(snakemake.input.reference_donors), n_genes=snakemake.params.n_genes,
+        vocab=list(vocab), min_vocab_overlap=snakemake.params.min_vocab_overlap, source=str(snakemake.input.h5ad),
+    )
+    log.info("gene panel: %d genes", len(genes))
+    write_lines(genes, snakemake.output.genes)
+    data.write_h5ad(panel[:, genes].copy(), snakemake.output.h5ad)
+
+elif rule == "splits":
+    donors = ad.read_h5ad(snakemake.input.h5ad, backed="r").obs["donor"].unique().tolist()
+    reserved = set(read_lines(snakemake.input.reference_donors))
+    cfg = snakemake.params.splits
+    table = splits.make_splits(
+        sorted(d for d in donors if d not in reserved), n_splits=cfg["n_splits"],
+        n_test_donors=cfg["n_test_donors"], seed=snakemake.params.seed,
+    )
+    # reference donors are training donors of every split (they never enter a test set)
+    extra = pd.DataFrame([(s, d, "train") for s in table["split"].unique() for d in sorted(reserved)],
+                         columns=["split", "donor", "role"])
+    table = pd.concat([table, extra], ignore_index=True).sort_values(["split", "role", "donor"], kind="stable")
+    log.info("%d splits over %d benchmark donors", table["split"].nunique(), len(donors) - len(reserved))
+    write_tsv(table, snakemake.output[0])

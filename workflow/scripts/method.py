@@ -1,0 +1,39 @@
+"""Rule run_method: run workflow/methods/<method>.py on one split and score it."""
+
+import json
+import logging
+import time
+
+import anndata as ad
+import pandas as pd
+
+from fmextract import logs, methods
+from fmextract.io import read_tsv, write_json, write_tsv
+from fmextract.metrics import metrics_table
+
+logs.to_file(snakemake.log[0])
+log = logging.getLogger("method")
+method, split = snakemake.wildcards.method, snakemake.wildcards.split
+spec = snakemake.params.spec
+seed = snakemake.params.seed
+
+module = methods.load_method(snakemake.input.code, spec["kind"])
+panel = ad.read_h5ad(snakemake.input.h5ad)
+train, test, truth = methods.split_views(
+    panel, read_tsv(snakemake.input.splits), split, max_train_cells=snakemake.params.max_train_cells, seed=seed
+)
+log.info("%s on %s: %d train cells, %d test cells (%d test donors)", method, split, train.n_obs, test.n_obs,
+         truth["donor"].nunique())
+params = {**spec.get("params", {}), "inputs": dict(spec.get("inputs", {})), "seed": seed, "threads": snakemake.threads}
+if spec.get("sees_truth", False):
+    params["truth"] = truth  # declared prior information of a control method (config: sees_truth)
+start = time.perf_counter()
+out = getattr(module, methods.KIND_FUNCTION[spec["kind"]])(train, test, params)
+fit_seconds = time.perf_counter() - start
+checked = methods.check_output(spec["kind"], out, train, test, method)
+values, n_params = methods.evaluate(spec["kind"], checked, train, truth, subtypes=snakemake.params.subtypes, seed=seed)
+table = metrics_table([{"split": split, "method": method, "endpoint": k, "value": v} for k, v in values.items()])
+log.info("\n%s", table.to_string(index=False))
+write_tsv(table, snakemake.output.metrics)
+write_json({"method": method, "split": split, "kind": spec["kind"], "n_train": int(train.n_obs), "n_test": int(test.n_obs),
+            "method_seconds": round(fit_seconds, 3), "readout_parameters": n_params}, snakemake.output.info)

@@ -1,0 +1,116 @@
+"""Rules export_operators, feature_map, adaptor_anchor: read snakemake.*, call fmextract, write outputs."""
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from fmextract import logs
+from fmextract.io import read_tsv, write_tsv
+
+logs.to_file(snakemake.log[0])
+log = logging.getLogger("operators")
+rule = snakemake.rule
+
+
+def read_lines(path):
+    with open(path) as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def load_ruler():
+    """Stage x stage hop distances of the stage graph."""
+    from fmextract import stages
+
+    stage_ids = sorted(stages.load_stage_table(snakemake.input.stage_table)["stage"].unique())
+    edges = stages.load_stage_graph(snakemake.input.stage_graph, stage_ids)
+    return pd.DataFrame(stages.ruler_distances(stage_ids, edges), index=stage_ids, columns=stage_ids)
+
+
+def reference_cells(genes):
+    """Reference donors' cells of the benchmark panel, columns in `genes` order."""
+    panel = ad.read_h5ad(snakemake.input.h5ad)
+    return panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors)), genes].copy()
+
+
+def reference_anchors(genes):
+    """Anchor profiles and metadata of the reference donors, and the ruler."""
+    from fmextract import data
+
+    ref = reference_cells(genes)
+    profiles, meta = data.anchors(ref, min_cells=snakemake.params.min_cells)
+    log.info("%d anchors (donor x tissue x stage, >= %d cells) from %d reference cells", len(meta),
+             snakemake.params.min_cells, ref.n_obs)
+    return profiles, meta, load_ruler()
+
+
+if rule == "export_operators":
+    import torch
+
+    from fmextract.operators import export_operators, save_operators
+    from fmextract.scgpt import load_scgpt
+
+    torch.set_num_threads(snakemake.threads)
+    cfg = snakemake.params.operators
+    model = load_scgpt(str(snakemake.input["args.json"]).rsplit("/", 1)[0])
+    panel = ad.read_h5ad(snakemake.input.h5ad)
+    context = panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors))]
+    ops = export_operators(
+        model, context, genes=read_lines(snakemake.input.genes), n_context=cfg["n_context"],
+        definition=cfg["definition"], seed=snakemake.params.seed, batch_size=cfg["batch_size"],
+    )
+    log.info("exported %s operators %s from %d context cells", cfg["definition"], ops.operators.shape, cfg["n_context"])
+    save_operators(ops, snakemake.output[0])
+
+elif rule == "head_screen":
+    from fmextract.operators import load_operators
+    from fmextract.screen import screen_heads
+
+    ops = load_operators(snakemake.input.operators)
+    profiles, meta, ruler = reference_anchors(ops.genes)
+    cfg = snakemake.params.adaptor
+    kw = dict(d_latent=cfg["d_latent"], alpha=cfg["alpha"], beta=cfg["beta"], epochs=cfg["screen_epochs"], lr=cfg["lr"],
+              batch_size=cfg["batch_size"], seed=snakemake.params.seed)
+    table = screen_heads(ops.operators, profiles, meta, ruler, adaptor_kw=kw)
+    log.info("head screen on %d anchors:\n%s", len(meta), table.head(10).to_string(index=False))
+    write_tsv(table, snakemake.output[0])
+
+elif rule == "feature_map":
+    from fmextract.features import head_map, pooled_drift_map
+    from fmextract.operators import load_operators
+    from fmextract.screen import top_heads
+
+    ops = load_operators(snakemake.input.operators)
+    feature = snakemake.wildcards.feature
+    if feature == "pooled_drift":
+        fmap = pooled_drift_map(ops.operators, ops.genes)
+    else:
+        heads, weights = top_heads(read_tsv(snakemake.input.screen), int(feature.removeprefix("top")))
+        fmap = head_map(ops.operators, ops.genes, heads, weights)
+    log.info("%s map %s %s", feature, fmap.matrix.shape, fmap.meta)
+    fmap.save(snakemake.output[0])
+
+elif rule == "adaptor":
+    from fmextract.adaptor import balanced_sample, fit_adaptor
+    from fmextract.features import FeatureMap
+
+    cfg = snakemake.params.adaptor
+    fmap = FeatureMap.load(snakemake.input.feature_map)
+    mode = snakemake.wildcards.mode
+    if mode == "anchor":
+        profiles, meta, ruler = reference_anchors(fmap.genes)
+        F, gamma = fmap.transform(profiles), 0.0
+    else:
+        ref = reference_cells(fmap.genes)
+        pos = balanced_sample(ref.obs["stage"], per_label=cfg["cell_per_stage"], seed=snakemake.params.seed)
+        meta = ref.obs.iloc[pos][["donor", "tissue", "stage", "branch", "depth"]].reset_index()
+        F, gamma, ruler = fmap.transform(ref.X[pos]), cfg["cell_gamma"], load_ruler()
+    adaptor = fit_adaptor(
+        F, meta["stage"], ruler, d_latent=cfg["d_latent"], alpha=cfg["alpha"], beta=cfg["beta"], gamma=gamma,
+        epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], seed=snakemake.params.seed,
+    )
+    log.info("%s-trained adaptor on %d rows x %d features; loss %.4f -> %.4f", mode, *F.shape, adaptor.history[0],
+             adaptor.history[-1])
+    adaptor.save(snakemake.output.adaptor)
+    write_tsv(meta, snakemake.output.training)

@@ -1,0 +1,47 @@
+"""Rules collect and stats: join per-split outputs, then paired Wilcoxon + BH against the reference method."""
+
+import json
+import logging
+import re
+
+import pandas as pd
+
+from fmextract import logs
+from fmextract.io import read_tsv, write_tsv
+
+logs.to_file(snakemake.log[0])
+log = logging.getLogger("stats")
+rule = snakemake.rule
+
+if rule == "collect":
+    metrics = pd.concat([read_tsv(p) for p in snakemake.input.metrics], ignore_index=True)
+    runtime, params = [], []
+    for info_path, bench_path in zip(snakemake.input.info, snakemake.input.benchmarks):
+        with open(info_path) as fh:
+            info = json.load(fh)
+        bench = read_tsv(bench_path).iloc[0]
+        runtime.append({"method": info["method"], "split": info["split"], "seconds": bench["s"],
+                        "method_seconds": info["method_seconds"], "max_rss_mb": bench["max_rss"],
+                        "n_train": info["n_train"], "n_test": info["n_test"]})
+        for readout, n in info["readout_parameters"].items():
+            params.append({"method": info["method"], "split": info["split"], "component": readout, "n_parameters": n})
+    params = pd.DataFrame(params, columns=["method", "split", "component", "n_parameters"])
+    params = params.groupby(["method", "component"], as_index=False)["n_parameters"].median()
+    log.info("%d metric rows from %d jobs", len(metrics), len(snakemake.input.metrics))
+    write_tsv(metrics.sort_values(["split", "method", "endpoint"], kind="stable"), snakemake.output.metrics)
+    write_tsv(pd.DataFrame(runtime).sort_values(["method", "split"], kind="stable"), snakemake.output.runtime)
+    write_tsv(params, snakemake.output.parameters)
+
+elif rule == "stats":
+    from fmextract.stats import paired_tests, summary_table
+
+    metrics = read_tsv(snakemake.input.metrics)
+    table = paired_tests(metrics, reference=snakemake.params.reference)
+    dropped = table[table["n_dropped"] > 0] if "n_dropped" in table else table.iloc[:0]
+    for row in dropped.itertuples():
+        log.warning("%s vs %s on %s: %d split(s) without a pair dropped", row.method, row.reference, row.endpoint, row.n_dropped)
+    write_tsv(table, snakemake.output.stats)
+    summary = summary_table(metrics)
+    runtime = read_tsv(snakemake.input.runtime).groupby("method")["seconds"].sum()
+    log.info("campaign seconds per method:\n%s", runtime.to_string())
+    write_tsv(summary, snakemake.output.summary)
