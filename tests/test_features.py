@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fmextract.features import FeatureMap, head_map, layer_blocks, pooled_drift_map
+from fmextract.features import FeatureMap, head_map, layer_blocks, low_rank_map, pooled_drift_map, sparse_map, without_factor
 
 
 def random_ops(L=4, H=2, G=5, seed=0):
@@ -44,3 +44,21 @@ def test_save_load_roundtrip(tmp_path):
     assert back.genes == fmap.genes and back.kind == "pooled_drift" and back.meta == fmap.meta
     np.testing.assert_array_equal(back.matrix, fmap.matrix)
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_low_rank_sparse_and_ablation(tmp_path):
+    fmap = head_map(random_ops(G=8), list("abcdefgh"), [(0, 0)])
+    x = np.random.default_rng(2).random((4, 8))
+    full_rank = low_rank_map(fmap, 8)
+    np.testing.assert_allclose(full_rank.transform(x), fmap.transform(x), rtol=1e-4, atol=1e-5)
+    r2 = low_rank_map(fmap, 2)
+    assert r2.left.shape == (8, 2) and r2.meta["rank"] == 2
+    err2 = np.linalg.norm(r2.dense() - fmap.dense())
+    assert err2 < np.linalg.norm(fmap.dense()) and err2 > np.linalg.norm(low_rank_map(fmap, 4).dense() - fmap.dense())
+    sparse = sparse_map(fmap, 0.25)
+    assert sparse.matrix.nnz == 16
+    dropped = without_factor(r2, 0)
+    np.testing.assert_allclose(dropped.dense(), r2.left[:, [1]] @ r2.right[[1]], rtol=1e-5)
+    for m in (r2, sparse):
+        m.save(str(tmp_path / f"{m.kind}.npz"))
+        np.testing.assert_allclose(FeatureMap.load(str(tmp_path / f"{m.kind}.npz")).transform(x), m.transform(x), rtol=1e-6)
