@@ -40,3 +40,48 @@ def test_trustworthiness_of_identity_is_one():
     X = np.random.default_rng(0).normal(size=(30, 5))
     assert trustworthiness(X, X) == 1.0
     assert trustworthiness(X, np.random.default_rng(1).normal(size=(30, 2))) < 0.9
+
+
+def toy_anchors(seed=0, donors=4, noise=0.2):
+    """Anchors whose features encode position along a path a-b-c-d, with donor x tissue blocks."""
+    rng = np.random.default_rng(seed)
+    rows, feats = [], []
+    basis = rng.normal(size=(4, 20))
+    for d in range(donors):
+        for tissue in ("t1", "t2"):
+            for i, s in enumerate(STAGES):
+                rows.append({"donor": f"d{d}", "tissue": tissue, "stage": s, "branch": "x" if i < 2 else "y", "depth": float(i)})
+                feats.append(basis[: i + 1].sum(axis=0) + noise * rng.normal(size=20))
+    return np.array(feats), pd.DataFrame(rows)
+
+
+KW = dict(d_latent=3, alpha=0.1, beta=1 / np.pi, epochs=40, lr=0.02, batch_size=64, seed=0)
+
+
+def test_manifold_metrics_pass_on_structure_and_fail_on_shuffled_genes():
+    from fmextract.validation import gate_table, manifold_metrics, shuffle_gene_panel
+
+    F, meta = toy_anchors()
+    good = manifold_metrics(F, meta, RULER, adaptor_kw=KW, n_permutations=200, dims=[2], seed=0)
+    gates = {"trustworthiness": 0.8, "spearman": 0.2, "p_value": 0.01}
+    table = gate_table(good, "reference", gates)
+    assert table.dropna(subset=["threshold"])["passed"].all(), table
+    bad = manifold_metrics(shuffle_gene_panel(F, seed=1), meta, RULER, adaptor_kw=KW, n_permutations=200, dims=[2], seed=0)
+    assert bad["spearman_donor_holdout"] < good["spearman_donor_holdout"] - 0.3
+    assert bad["spearman_donor_holdout"] < 0.2
+    assert "intrinsic_dimension_twonn" in good and table["passed"].isna().sum() == 3
+
+
+def test_blocked_permutation_p_formula():
+    from fmextract.validation import blocked_permutation_test
+
+    F, meta = toy_anchors()
+    obs, p, null = blocked_permutation_test(F, meta["stage"], meta["donor"], RULER, n_permutations=99, seed=0)
+    assert p == (1 + np.sum(null >= obs)) / 100 and p == 0.01
+
+
+def test_twonn_recovers_plane_dimension():
+    from fmextract.validation import twonn_dimension
+
+    X = np.random.default_rng(0).random((800, 2)) @ np.random.default_rng(1).normal(size=(2, 10))
+    assert 1.6 < twonn_dimension(X) < 2.5

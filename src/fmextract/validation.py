@@ -100,3 +100,122 @@ def branch_trajectory(
     rng = np.random.default_rng(seed)
     null = np.array([spearmanr(angle, rng.permutation(d))[0] for _ in range(n_permutations)])
     return rho, float((1 + np.sum(null >= rho)) / (1 + n_permutations))
+
+
+def _holdout_scores(F, meta, ruler, folds, adaptor_kw) -> float:
+    """Mean ruler Spearman on held-out rows of each fold (adaptor refitted without them); pairs with >= 1 held-out row."""
+    from fmextract.adaptor import fit_adaptor
+
+    scores = []
+    for held in folds:
+        train = ~held
+        if train.sum() < 3 or held.sum() < 2:
+            continue
+        adaptor = fit_adaptor(F[train], meta["stage"].to_numpy()[train], ruler, **adaptor_kw)
+        Z = adaptor.transform(F)
+        stages = meta["stage"].to_numpy()
+        # score pairs with at least one held-out row: group id = held-out rows each unique, train rows share one id
+        iu = np.triu_indices(len(Z), 1)
+        keep = held[iu[0]] | held[iu[1]]
+        latent = angular_distances(Z)[keep]
+        target = ruler.loc[stages, stages].to_numpy(dtype=float)[iu][keep]
+        if np.ptp(target) > 0:
+            scores.append(spearmanr(latent, target)[0])
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def manifold_metrics(
+    F: np.ndarray,
+    meta: pd.DataFrame,
+    ruler: pd.DataFrame,
+    *,
+    adaptor_kw: dict,
+    n_permutations: int,
+    dims: list[int],
+    seed: int,
+) -> dict[str, float]:
+    """Manifold validation of anchor features F (rows described by meta: donor, tissue, stage, branch, depth).
+
+    trustworthiness (latent vs features), ruler Spearman under random (5-fold), donor (leave-one-donor-out) and
+    branch (leave-one-branch-out) holdout, blocked-permutation p (stage labels permuted within donor x tissue),
+    dimension sweep (donor-holdout Spearman at each d), intrinsic dimension of F (TwoNN, PCA 90%).
+    """
+    from fmextract.adaptor import fit_adaptor
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {}
+    adaptor = fit_adaptor(F, meta["stage"], ruler, **adaptor_kw)
+    Z = adaptor.transform(F)
+    out["trustworthiness"] = trustworthiness(F, Z)
+    fold = rng.permutation(len(F)) % 5
+    out["spearman_random_holdout"] = _holdout_scores(F, meta, ruler, [fold == k for k in range(5)], adaptor_kw)
+    donors = meta["donor"].to_numpy()
+    donor_folds = [donors == d for d in np.unique(donors)]
+    out["spearman_donor_holdout"] = _holdout_scores(F, meta, ruler, donor_folds, adaptor_kw)
+    branches = meta["branch"].to_numpy()
+    out["spearman_branch_holdout"] = _holdout_scores(F, meta, ruler, [branches == b for b in np.unique(branches)], adaptor_kw)
+    blocks = meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
+    _, out["blocked_permutation_p"], _ = blocked_permutation_test(
+        Z, meta["stage"], blocks, ruler, n_permutations=n_permutations, seed=seed)
+    for d in dims:
+        out[f"spearman_donor_holdout_d{d}"] = _holdout_scores(F, meta, ruler, donor_folds, {**adaptor_kw, "d_latent": d})
+    out["intrinsic_dimension_twonn"] = twonn_dimension(F)
+    out["pca_dimension_90"] = float(pca_dimension(F))
+    return out
+
+
+def shuffle_gene_panel(X: np.ndarray, *, seed: int) -> np.ndarray:
+    """Negative control: permute each gene's values across rows independently (no gene-gene or gene-stage structure left)."""
+    rng = np.random.default_rng(seed)
+    X = np.array(X, copy=True)
+    for j in range(X.shape[1]):
+        X[:, j] = X[rng.permutation(X.shape[0]), j]
+    return X
+
+
+def zero_shot_metrics(F: np.ndarray, meta: pd.DataFrame, Z: np.ndarray, ruler: pd.DataFrame, *, n_permutations: int,
+                      seed: int) -> dict[str, float]:
+    """A frozen head's latent Z on an independent panel: trustworthiness, cross-donor ruler Spearman, blocked p."""
+    blocks = meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
+    rho, p, _ = blocked_permutation_test(Z, meta["stage"], blocks, ruler, n_permutations=n_permutations, seed=seed,
+                                         groups=meta["donor"])
+    return {"trustworthiness": trustworthiness(F, Z), "spearman_zero_shot": rho, "blocked_permutation_p": p}
+
+
+def branch_trajectories(Z: np.ndarray, meta: pd.DataFrame, *, n_permutations: int, seed: int) -> dict[str, float]:
+    """Per branch: Spearman of latent angle from the root anchors (minimum depth) with depth, and its permutation p."""
+    depth = meta["depth"].to_numpy(dtype=float)
+    root = depth == depth.min()
+    out = {}
+    for branch in sorted(meta["branch"].unique()):
+        in_branch = (meta["branch"] == branch).to_numpy() | root
+        if root.all() or (meta["branch"] == branch).to_numpy()[root].all():
+            continue
+        rho, p = branch_trajectory(Z, depth, in_branch, root, n_permutations=n_permutations, seed=seed)
+        out[f"trajectory_{branch}_rho"], out[f"trajectory_{branch}_p"] = rho, p
+    return out
+
+
+#: gated metrics -> (gate name in config validation.gates, direction)
+GATES = {
+    "trustworthiness": ("trustworthiness", ">="),
+    "spearman_random_holdout": ("spearman", ">="),
+    "spearman_donor_holdout": ("spearman", ">="),
+    "spearman_branch_holdout": ("spearman", ">="),
+    "spearman_zero_shot": ("spearman", ">="),
+    "blocked_permutation_p": ("p_value", "<="),
+}
+
+
+def gate_table(values: dict[str, float], panel: str, gates: dict[str, float]) -> pd.DataFrame:
+    """Rows (metric, panel, value, threshold, passed); ungated metrics get no threshold and passed = None."""
+    rows = []
+    for metric, value in values.items():
+        threshold, passed = np.nan, None
+        if metric in GATES:
+            name, direction = GATES[metric]
+            threshold = gates[name]
+            ok = value >= threshold if direction == ">=" else value <= threshold
+            passed = bool(np.isfinite(value) and ok)
+        rows.append({"metric": metric, "panel": panel, "value": value, "threshold": threshold, "passed": passed})
+    return pd.DataFrame(rows)
