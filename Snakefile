@@ -11,6 +11,8 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/operators.smk"
 include: "workflow/rules/methods.smk"
 include: "workflow/rules/stats.smk"
+include: "workflow/rules/validation.smk"
+include: "workflow/rules/interpret.smk"
 
 
 rule all:

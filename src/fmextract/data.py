@@ -195,3 +195,12 @@ def anchors(adata: ad.AnnData, *, min_cells: int, keys: Sequence[str] = ("donor"
     meta = adata.obs.iloc[first.to_numpy()][[*keys, "branch", "depth"]].reset_index(drop=True)
     meta["n_cells"] = sizes.loc[kept].to_numpy()
     return profiles.astype(np.float32), meta
+
+
+def align_genes(adata: ad.AnnData, genes: Sequence[str]) -> tuple[sp.csr_matrix, float]:
+    """X restricted to `genes` in that order, absent genes as zero columns; returns (matrix, fraction present)."""
+    index = pd.Index(adata.var_names).get_indexer(list(genes))
+    present = index >= 0
+    X = sp.csr_matrix(adata.X, dtype=np.float32)
+    cols = sp.csr_matrix((np.ones(present.sum()), (index[present], np.flatnonzero(present))), shape=(adata.n_vars, len(genes)))
+    return sp.csr_matrix(X @ cols, dtype=np.float32), float(present.mean())

@@ -14,13 +14,17 @@ SEED = config["seed"]
 PANELS = list(config["panels"])
 METHODS = list(config["methods"])
 SPLITS = [f"split{i:03d}" for i in range(config["splits"]["n_splits"])]
+_C = config["compression"]
+#: compression ladder: pooled heads -> best single head -> rank-r surrogates -> hard-sparse
+COMPRESSION_VARIANTS = ["pooled_drift", _C["base"], *(f"{_C['base']}_rank{r}" for r in _C["ranks"]), f"{_C['base']}_sparse"]
+ABLATION_MAP = f"{_C['base']}_rank{_C['ablation_rank']}"
 
 
 wildcard_constraints:
     panel="|".join(PANELS),
     method="|".join(METHODS),
     split=r"split\d{3}",
-    feature="pooled_drift|top1|top3",
+    feature=r"pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse",
     mode="anchor|cell",
 
 
@@ -47,11 +51,19 @@ def raw_panel(wildcards):
 
 
 def feature_map_inputs(wildcards):
-    """Operators, plus the head screen for the top-k head maps."""
+    """Operators (+ the head screen) for head maps; the base map for its rank-r and sparse surrogates."""
+    base, _, surrogate = wildcards.feature.partition("_")
+    if surrogate and base.startswith("top"):
+        return {"base": f"results/operators/{base}.npz"}
     inputs = {"operators": "results/operators/operators.npz"}
-    if wildcards.feature.startswith("top"):
+    if base.startswith("top"):
         inputs["screen"] = "results/tables/head_screen.tsv"
     return inputs
+
+
+def zero_shot_panel(wildcards):
+    """The prepared immune panel for zero-shot transfer, if one is configured."""
+    return ["results/data/immune.h5ad"] if "immune" in config["panels"] else []
 
 
 def method_file(wildcards):
@@ -87,4 +99,9 @@ def final_outputs():
         "results/tables/summary.tsv",
         "results/tables/runtime.tsv",
         "results/tables/parameters.tsv",
+        "results/tables/head_screen.tsv",
+        "results/tables/manifold_validation.tsv",
+        "results/tables/compression.tsv",
+        "results/tables/factor_ablation.tsv",
+        "results/tables/factor_programs.tsv",
     ]

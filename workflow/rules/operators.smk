@@ -59,6 +59,8 @@ rule feature_map:
         unpack(feature_map_inputs),
     output:
         "results/operators/{feature}.npz",
+    params:
+        sparse_density=config["compression"]["sparse_density"],
     log:
         "results/logs/feature_map/{feature}.log",
     benchmark:

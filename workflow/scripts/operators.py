@@ -77,18 +77,24 @@ elif rule == "head_screen":
     write_tsv(table, snakemake.output[0])
 
 elif rule == "feature_map":
-    from fmextract.features import head_map, pooled_drift_map
+    from fmextract.features import FeatureMap, head_map, low_rank_map, pooled_drift_map, sparse_map
     from fmextract.operators import load_operators
     from fmextract.screen import top_heads
 
-    ops = load_operators(snakemake.input.operators)
     feature = snakemake.wildcards.feature
+    base, _, surrogate = feature.partition("_")
     if feature == "pooled_drift":
+        ops = load_operators(snakemake.input.operators)
         fmap = pooled_drift_map(ops.operators, ops.genes)
+    elif surrogate.startswith("rank"):
+        fmap = low_rank_map(FeatureMap.load(snakemake.input.base), int(surrogate.removeprefix("rank")))
+    elif surrogate == "sparse":
+        fmap = sparse_map(FeatureMap.load(snakemake.input.base), snakemake.params.sparse_density)
     else:
-        heads, weights = top_heads(read_tsv(snakemake.input.screen), int(feature.removeprefix("top")))
+        ops = load_operators(snakemake.input.operators)
+        heads, weights = top_heads(read_tsv(snakemake.input.screen), int(base.removeprefix("top")))
         fmap = head_map(ops.operators, ops.genes, heads, weights)
-    log.info("%s map %s %s", feature, fmap.matrix.shape, fmap.meta)
+    log.info("%s: %s map %s", feature, fmap.kind, fmap.meta)
     fmap.save(snakemake.output[0])
 
 elif rule == "adaptor":

@@ -1,0 +1,128 @@
+"""Figures of the report: manifold views, benchmark boxplots with BH marks, compression, factor ablation, runtime."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: str) -> None:
+    """Save a figure atomically and close it."""
+    from fmextract.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _colours(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    cats = sorted(values.astype(str).unique())
+    cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
+    lookup = {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
+    return np.array([lookup[v] for v in values.astype(str)]), cats
+
+
+def q_mark(q: float) -> str:
+    """Significance mark of a BH q value."""
+    return "***" if q <= 1e-3 else "**" if q <= 1e-2 else "*" if q <= 0.05 else "ns"
+
+
+def manifold_views(latent: pd.DataFrame, path: str) -> None:
+    """Anchors' latent coordinates (first two principal axes) coloured by branch, stage and donor, one row per panel."""
+    zcols = [c for c in latent.columns if c.startswith("z") and c[1:].isdigit()]
+    Z = latent[zcols].to_numpy(dtype=float)
+    Z = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+    centred = Z - Z.mean(axis=0)
+    axes2 = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    xy = centred @ axes2.T
+    panels = list(dict.fromkeys(latent["panel"]))
+    fig, axes = plt.subplots(len(panels), 3, figsize=(15, 4.6 * len(panels)), squeeze=False)
+    for r, panel in enumerate(panels):
+        sel = (latent["panel"] == panel).to_numpy()
+        for c, key in enumerate(("branch", "stage", "donor")):
+            ax = axes[r, c]
+            colours, cats = _colours(latent.loc[sel, key])
+            ax.scatter(xy[sel, 0], xy[sel, 1], c=colours, s=14, linewidths=0)
+            ax.set_title(f"{panel}: anchors by {key}", fontsize=11)
+            ax.set_xlabel("latent axis 1")
+            ax.set_ylabel("latent axis 2")
+            if len(cats) <= 14:
+                for cat, col in zip(cats, _colours(pd.Series(cats))[0]):
+                    ax.scatter([], [], c=[col], s=20, label=cat)
+                ax.legend(fontsize=7, loc="best", frameon=False)
+    fig.suptitle("Latent manifold of the frozen head (anchor = donor x tissue x stage mean)", fontsize=12)
+    _save(fig, path)
+
+
+def benchmark_boxplots(metrics: pd.DataFrame, stats: pd.DataFrame, path: str, *, reference: str) -> None:
+    """One panel per endpoint: per-split values of each method; BH q of the paired test vs the reference above each box."""
+    endpoints = sorted(metrics["endpoint"].unique())
+    ncol = 3
+    nrow = int(np.ceil(len(endpoints) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
+    for ax, endpoint in zip(axes.ravel(), endpoints):
+        sub = metrics[metrics["endpoint"] == endpoint]
+        order = sub.groupby("method")["value"].median().sort_values(ascending=False).index.tolist()
+        data = [sub.loc[sub["method"] == m, "value"].dropna().to_numpy() for m in order]
+        box = ax.boxplot(data, patch_artist=True, widths=0.6)
+        for patch, m in zip(box["boxes"], order):
+            patch.set_facecolor("#d95f02" if m == reference else "#7570b3" if m.startswith("control") else "#a6cee3")
+        ax.set_xticks(range(1, len(order) + 1), order, rotation=45, ha="right", fontsize=8)
+        ax.set_title(endpoint, fontsize=10)
+        st = stats[stats["endpoint"] == endpoint].set_index("method")
+        top = max((d.max() for d in data if len(d)), default=1.0)
+        for i, m in enumerate(order, start=1):
+            if m in st.index and np.isfinite(st.loc[m, "q_value"]):
+                ax.text(i, top, q_mark(st.loc[m, "q_value"]), ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(top=top + 0.12 * (top - min((d.min() for d in data if len(d)), default=0) + 1e-9))
+    for ax in axes.ravel()[len(endpoints):]:
+        ax.axis("off")
+    fig.suptitle(f"Donor-holdout benchmark (orange: {reference}; marks: BH q vs {reference}, paired Wilcoxon)", fontsize=12)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def runtime_bars(runtime: pd.DataFrame, path: str) -> None:
+    """Total campaign seconds per method (sum over splits), log scale."""
+    total = runtime.groupby("method")["seconds"].sum().sort_values()
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(total) + 1.5))
+    ax.barh(total.index, total.to_numpy(), color="#1b9e77")
+    ax.set_xscale("log")
+    ax.set_xlabel("campaign wall time, seconds (sum over splits, log scale)")
+    ax.set_title("Runtime per method")
+    _save(fig, path)
+
+
+def compression_plot(compression: pd.DataFrame, path: str, *, endpoint: str) -> None:
+    """File size (MB, log) versus mean endpoint value of each operator variant."""
+    sub = compression[compression["endpoint"] == endpoint]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(sub["size_mb"], sub["mean"], s=40, color="#e7298a")
+    for row in sub.itertuples():
+        ax.annotate(row.variant, (row.size_mb, row.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("operator file size, MB (log scale)")
+    ax.set_ylabel(f"mean {endpoint}")
+    ax.set_title("Compression: size vs performance")
+    _save(fig, path)
+
+
+def factor_bars(ablation: pd.DataFrame, path: str, *, top: int = 16) -> None:
+    """Impact of removing each of the top factors, with the cumulative share on a second axis."""
+    sub = ablation.nsmallest(top, "rank")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.bar(sub["rank"].astype(str), sub["impact"], color="#66a61e")
+    ax.set_xlabel("factor (ranked by impact)")
+    ax.set_ylabel("impact (mean endpoint drop when removed)")
+    ax.set_xticks(range(len(sub)), [f"F{int(f)}" for f in sub["factor"]], rotation=45, fontsize=8)
+    twin = ax.twinx()
+    twin.plot(range(len(sub)), sub["cumulative_share"], color="black", marker="o", ms=3)
+    twin.set_ylabel("cumulative share of impact")
+    twin.set_ylim(0, 1.05)
+    ax.set_title("Leave-one-factor-out ablation of the rank-r surrogate")
+    _save(fig, path)

@@ -1,0 +1,102 @@
+# Compression (best head -> rank-r surrogates -> hard-sparse) and leave-one-factor-out ablation, per split.
+
+
+rule compression_split:
+    input:
+        maps=expand("results/operators/{feature}.npz", feature=COMPRESSION_VARIANTS),
+        adaptors=expand("results/adaptor/{feature}_cell.npz", feature=COMPRESSION_VARIANTS),
+        h5ad="results/data/benchmark.h5ad",
+        splits="results/splits/splits.tsv",
+    output:
+        "results/compression/{split}.tsv",
+    params:
+        variants=COMPRESSION_VARIANTS,
+        subtypes=config["endpoints"]["subtypes"],
+        max_train_cells=config["splits"]["max_train_cells"],
+        seed=SEED,
+    log:
+        "results/logs/compression/{split}.log",
+    benchmark:
+        "results/benchmarks/compression/{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=30,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../scripts/interpret.py"
+
+
+rule factor_ablation_split:
+    input:
+        feature_map=f"results/operators/{ABLATION_MAP}.npz",
+        adaptor=f"results/adaptor/{ABLATION_MAP}_cell.npz",
+        h5ad="results/data/benchmark.h5ad",
+        splits="results/splits/splits.tsv",
+    output:
+        "results/factors/{split}.tsv",
+    params:
+        subtypes=config["endpoints"]["subtypes"],
+        max_train_cells=config["splits"]["max_train_cells"],
+        endpoints=config["compression"]["ablation_endpoints"],
+        seed=SEED,
+    log:
+        "results/logs/factors/{split}.log",
+    benchmark:
+        "results/benchmarks/factors/{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=30,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../scripts/interpret.py"
+
+
+rule compression_table:
+    input:
+        per_split=expand("results/compression/{split}.tsv", split=SPLITS),
+        maps=expand("results/operators/{feature}.npz", feature=COMPRESSION_VARIANTS),
+    output:
+        "results/tables/compression.tsv",
+    params:
+        variants=COMPRESSION_VARIANTS,
+    log:
+        "results/logs/compression_table.log",
+    benchmark:
+        "results/benchmarks/compression_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=10,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../scripts/interpret.py"
+
+
+rule factor_table:
+    input:
+        per_split=expand("results/factors/{split}.tsv", split=SPLITS),
+        feature_map=f"results/operators/{ABLATION_MAP}.npz",
+        programs=config["data"]["marker_programs"],
+    output:
+        ablation="results/tables/factor_ablation.tsv",
+        programs="results/tables/factor_programs.tsv",
+    params:
+        n_top_factors=config["compression"]["n_top_factors"],
+        n_top_genes=config["compression"]["n_top_genes"],
+    log:
+        "results/logs/factor_table.log",
+    benchmark:
+        "results/benchmarks/factor_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=10,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../scripts/interpret.py"

@@ -1,0 +1,31 @@
+# Manifold validation on anchors (reference panel, its shuffled-gene negative control) and zero-shot transfer.
+
+
+rule manifold_validation:
+    input:
+        feature_map="results/operators/pooled_drift.npz",
+        adaptor="results/adaptor/pooled_drift_anchor.npz",
+        h5ad="results/data/benchmark.h5ad",
+        immune=zero_shot_panel,
+        stage_table=config["data"]["stage_table"],
+        stage_graph=config["data"]["stage_graph"],
+    output:
+        table="results/tables/manifold_validation.tsv",
+        latent="results/validation/anchor_latent.tsv",
+    params:
+        validation=config["validation"],
+        adaptor=config["adaptor"],
+        min_cells=config["anchors"]["min_cells"],
+        seed=SEED,
+    log:
+        "results/logs/manifold_validation.log",
+    benchmark:
+        "results/benchmarks/manifold_validation.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=60,
+    conda:
+        "../../envs/scgpt.yaml"
+    script:
+        "../scripts/validation.py"
