@@ -104,4 +104,5 @@ def final_outputs():
         "results/tables/compression.tsv",
         "results/tables/factor_ablation.tsv",
         "results/tables/factor_programs.tsv",
+        "results/figures/manifold.png",
     ]
