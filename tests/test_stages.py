@@ -1,0 +1,162 @@
+"""Curated resources (stage table, stage graph, marker programs) and the stage helpers."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmextract.errors import InputError
+from fmextract.stages import (
+    BRANCHES,
+    load_marker_programs,
+    load_stage_graph,
+    load_stage_table,
+    map_labels,
+    ruler_distances,
+    stage_info,
+)
+
+
+@pytest.fixture(scope="module")
+def res(root):
+    return root / "resources"
+
+
+@pytest.fixture(scope="module")
+def graph(res, stage_table):
+    stages = list(stage_info(stage_table).index)
+    return stages, load_stage_graph(res / "stage_graph.tsv", stages)
+
+
+def test_stage_table_shape(stage_table):
+    info = stage_info(stage_table)
+    assert set(stage_table["branch"]) == set(BRANCHES)
+    assert 30 <= len(info) <= 45
+    assert len(stage_table) >= 80 and stage_table["label"].is_unique
+    assert set(info.index) <= set(stage_table["label"])  # every stage id is also a label
+    assert info.loc["hsc", "depth"] == 0 and (info["depth"] >= 0).all()
+    for stage in ("naive_cd4_t", "memory_cd4_t", "naive_cd8_t", "effector_cd8_t", "classical_monocyte", "macrophage"):
+        assert stage in info.index
+    assert sum("cd4" in s for s in info.index) >= 2 and sum("cd8" in s for s in info.index) >= 2
+
+
+@pytest.mark.parametrize(
+    "label, stage",
+    [
+        ("hematopoietic stem cell", "hsc"),
+        ("common myeloid progenitor", "cmp"),
+        ("CD4-positive, alpha-beta T cell", "naive_cd4_t"),
+        ("CD4-positive, alpha-beta memory T cell", "memory_cd4_t"),
+        ("naive thymus-derived CD4-positive, alpha-beta T cell", "naive_cd4_t"),
+        ("CD8-positive, alpha-beta T cell", "naive_cd8_t"),
+        ("effector memory CD8-positive, alpha-beta T cell", "effector_cd8_t"),
+        ("classical monocyte", "classical_monocyte"),
+        ("non-classical monocyte", "nonclassical_monocyte"),
+        ("macrophage", "macrophage"),
+        ("erythrocyte", "erythrocyte"),
+        ("erythroid progenitor cell", "proerythroblast"),
+        ("plasma cell", "plasma_cell"),
+        ("naive B cell", "naive_b"),
+        ("memory B cell", "memory_b"),
+        ("neutrophil", "neutrophil"),
+        ("mature NK T cell", "innate_like_t"),
+        ("regulatory T cell", "treg"),
+        ("plasmacytoid dendritic cell", "pdc"),
+        ("platelet", "platelet"),
+    ],
+)
+def test_real_labels_map(stage_table, label, stage):
+    mapped, unmapped = map_labels(pd.Series([label]), stage_table)
+    assert mapped["stage"].iloc[0] == stage and unmapped.empty
+
+
+def test_graph_is_one_tree_rooted_at_hsc(graph, stage_table):
+    stages, edges = graph
+    assert {s for e in edges for s in e} == set(stages)
+    dist = ruler_distances(stages, edges)
+    assert np.isfinite(dist).all()
+    depth = stage_info(stage_table)["depth"]
+    hsc = stages.index("hsc")
+    for i, s in enumerate(stages):  # depth rises away from hsc: every other stage has a shallower neighbour
+        if s != "hsc":
+            assert any(depth[n] < depth[s] for e in edges if s in e for n in e if n != s), s
+    assert np.corrcoef(dist[hsc], depth.loc[stages])[0, 1] > 0.9
+    assert dist[stages.index("naive_cd4_t"), stages.index("memory_cd4_t")] == 1
+    assert dist[stages.index("classical_monocyte"), stages.index("macrophage")] == 1
+
+
+def test_ruler_distances_toy_graph():
+    edges = [("a", "b"), ("b", "c"), ("b", "d"), ("d", "e")]
+    d = ruler_distances(["a", "b", "c", "d", "e"], edges)
+    expected = np.array([[0, 1, 2, 2, 3], [1, 0, 1, 1, 2], [2, 1, 0, 2, 3], [2, 1, 2, 0, 1], [3, 2, 3, 1, 0]])
+    np.testing.assert_array_equal(d, expected)
+    # a subset keeps distances through stages outside it, in the order asked
+    np.testing.assert_array_equal(ruler_distances(["e", "c"], edges), [[0, 3], [3, 0]])
+    assert np.isinf(ruler_distances(["a", "z"], [("a", "b"), ("z", "y")])[0, 1])
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("label\tstage\tbranch\nx\tx\tt_nk\n", r"column 'depth' missing"),
+        ("label\tstage\tbranch\tdepth\nx\tx\tlymphoid\t1\n", r"label 'x' has unknown branch 'lymphoid'.*t_nk"),
+        ("label\tstage\tbranch\tdepth\nx\tx\tt_nk\t1\nx\ty\tt_nk\t2\n", r"label 'x' appears more than once"),
+        ("label\tstage\tbranch\tdepth\nx\tx\tt_nk\tdeep\n", r"label 'x' has depth 'deep'"),
+        ("label\tstage\tbranch\tdepth\nx\ts\tt_nk\t1\ny\ts\tb_plasma\t1\n", r"stage 's' has rows with different branch"),
+        ("label\tstage\tbranch\tdepth\nT cell\ts\tt_nk\t1\nt  cell\tu\tt_nk\t1\n", r"case/spacing"),
+    ],
+)
+def test_bad_stage_table(tmp_path, text, pattern):
+    path = write(tmp_path, "stages.tsv", text)
+    with pytest.raises(InputError, match=pattern) as err:
+        load_stage_table(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_stage_table(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_stage_table(tmp_path / "nope.tsv")
+
+
+def test_bad_stage_graph(tmp_path):
+    path = write(tmp_path, "g.tsv", "source\ttarget\na\tb\nb\tzz\n")
+    with pytest.raises(InputError, match=r"g.tsv: target 'zz' is not a stage"):
+        load_stage_graph(path, ["a", "b", "c"])
+    path = write(tmp_path, "g.tsv", "source\ttarget\na\tb\nc\td\n")
+    with pytest.raises(InputError, match=r"g.tsv: the stage graph is not connected.*'c' cannot reach 'a'"):
+        load_stage_graph(path, ["a", "b", "c", "d"])
+    path = write(tmp_path, "g.tsv", "source\ttarget\na\tb\nb\ta\nb\tc\n")
+    assert load_stage_graph(path, ["a", "b", "c"]) == [("a", "b"), ("b", "c")]
+
+
+def test_marker_programs_and_background(res):
+    programs = load_marker_programs(res / "marker_programs.tsv")
+    assert set(programs) == {"t_lymphoid", "b_plasma", "granulocytic", "monocyte_macrophage", "erythroid", "megakaryocyte",
+                             "nk", "dc", "stem_progenitor"}
+    genes = [g for gs in programs.values() for g in gs]
+    assert all(15 <= len(gs) <= 30 for gs in programs.values())
+    assert len(genes) == len(set(genes))
+    for g in ("CD3E", "CD4", "CD8A", "MS4A1", "CD79A", "JCHAIN", "MPO", "ELANE", "CD14", "LYZ", "CD68", "HBB", "GATA1",
+              "PF4", "ITGA2B", "NKG7", "GNLY", "CLEC4C", "CD34"):
+        assert g in genes
+    background = (res / "background_genes.txt").read_text().split()
+    assert 200 <= len(background) <= 300 and len(background) == len(set(background))
+    assert not set(background) & set(genes)
+    symbol = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)?$")
+    assert all(symbol.match(g) for g in genes + background)
+
+
+def test_map_labels_exact_loose_and_unmapped(stage_table):
+    labels = pd.Series(["Classical  Monocyte", "foo", "macrophage", "foo", "bar"], index=list("vwxyz"))
+    mapped, unmapped = map_labels(labels, stage_table)
+    assert list(mapped.index) == list("vwxyz")
+    assert mapped.loc["v", "stage"] == "classical_monocyte" and mapped.loc["x", "branch"] == "monocyte_macrophage_dc"
+    assert mapped["stage"].isna().sum() == 3 and np.isnan(mapped.loc["w", "depth"])
+    assert unmapped.to_dict("list") == {"label": ["foo", "bar"], "n_cells": [2, 1]}
