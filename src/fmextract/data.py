@@ -190,7 +190,9 @@ def anchors(adata: ad.AnnData, *, min_cells: int, keys: Sequence[str] = ("donor"
     mask = codes >= 0
     ind = sp.csr_matrix((np.ones(mask.sum()), (codes[mask], np.flatnonzero(mask))), shape=(len(kept), adata.n_obs))
     X = sp.csr_matrix(adata.X) if sp.issparse(adata.X) else np.asarray(adata.X)
-    profiles = np.asarray(ind @ X) / sizes.loc[kept].to_numpy()[:, None]
+    summed = ind @ X
+    summed = summed.toarray() if sp.issparse(summed) else np.asarray(summed)
+    profiles = summed / sizes.loc[kept].to_numpy()[:, None]
     first = pd.Series(np.flatnonzero(mask), index=codes[mask]).groupby(level=0).first()
     meta = adata.obs.iloc[first.to_numpy()][[*keys, "branch", "depth"]].reset_index(drop=True)
     meta["n_cells"] = sizes.loc[kept].to_numpy()
