@@ -19,7 +19,7 @@ rule pretrain_demo_model:
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
-        gpus=1,
+        gpu=1,
     conda:
         "../../envs/scgpt.yaml"
     script:

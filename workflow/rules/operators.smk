@@ -20,7 +20,7 @@ rule export_operators:
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=120,
-        gpus=1,
+        gpu=1,
     conda:
         "../../envs/scgpt.yaml"
     script:

@@ -39,7 +39,7 @@ tables.append(validation.gate_table(validation.manifold_metrics(shuffled, meta, 
 latent = pd.DataFrame(frozen.transform(F), columns=[f"z{i}" for i in range(frozen.W.shape[0])])
 latent = pd.concat([meta.assign(panel="reference"), latent], axis=1)
 if snakemake.input.immune:
-    immune = ad.read_h5ad(snakemake.input.immune)
+    immune = ad.read_h5ad(snakemake.input.immune[0])
     X, coverage = data.align_genes(immune, fmap.genes)
     log.info("immune panel: %.1f%% of panel genes present (missing genes set to 0)", 100 * coverage)
     imm_profiles, imm_meta = data.anchors(ad.AnnData(X=X, obs=immune.obs), min_cells=snakemake.params.min_cells)
