@@ -126,3 +126,24 @@ def test_config_typo_fails_fast(tmp_path):
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "unknown key 'n_split' under 'splits'" in proc.stdout + proc.stderr
+
+
+def test_validation_compression_and_factor_tables(run):
+    v = table(run, "manifold_validation.tsv")
+    assert list(v.columns) == ["metric", "panel", "value", "threshold", "passed"]
+    assert {"reference", "negative_control_shuffled_genes", "immune"} <= set(v["panel"])
+    gated = v.dropna(subset=["threshold"])
+    assert {"trustworthiness", "blocked_permutation_p"} <= set(gated["metric"])
+    c = table(run, "compression.tsv")
+    assert {"variant", "rank", "size_mb", "endpoint", "mean", "q_value"} <= set(c.columns) and (c["size_mb"] > 0).all()
+    f = table(run, "factor_ablation.tsv")
+    assert len(f) > 0 and {"factor"} <= set(f.columns)
+    assert len(table(run, "factor_programs.tsv")) > 0
+    assert {"method", "split", "seconds"} <= set(table(run, "runtime.tsv").columns)
+    assert "mlp_probe" in set(table(run, "parameters.tsv")["method"])
+
+
+def test_report_builds_with_figures(run):
+    snakemake(run, "--report", "results/report.html")
+    html = (run / "results" / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "manifold" in html

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
+
+from fmextract.chunks import map_rows
+
+#: Cells per batch of `FeatureMap.transform`: 8,192 cells x 2,400 float32 features is ~80 MB of temporaries.
+BATCH_ROWS = 8192
 
 
 def layer_blocks(n_layers: int, n_blocks: int = 3) -> list[list[int]]:
@@ -30,10 +36,35 @@ class FeatureMap:
     right: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
-    def transform(self, X: np.ndarray | sp.spmatrix) -> np.ndarray:
-        """Features of cells (rows of X): one sparse x dense product (two for a factorised map)."""
+    @property
+    def n_features(self) -> int:
+        """Number of output features F."""
+        return int(self.right.shape[1] if self.left is not None else self.matrix.shape[1])
+
+    def _apply(self, X: np.ndarray | sp.spmatrix) -> np.ndarray:
+        """Features of one batch: a sparse x dense product (two for a factorised map), float32."""
         out = (X @ self.left) @ self.right if self.left is not None else X @ self.matrix
-        return np.asarray(out.todense() if sp.issparse(out) else out, dtype=np.float32)
+        return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
+
+    def transform(
+        self,
+        X: Any,
+        *,
+        batch_size: int = BATCH_ROWS,
+        then: Callable[[np.ndarray], np.ndarray] | None = None,
+        out: Any | None = None,
+    ) -> np.ndarray:
+        """Features of cells (rows of X), computed `batch_size` cells at a time (sparse x dense per batch).
+
+        X is in memory (dense or sparse) or on disk (a backed panel's X, an h5py dataset), columns in `genes` order.
+        `then` maps each feature batch onward (e.g. `adaptor.transform`) so only its output is kept for all cells;
+        `out` (e.g. an h5py dataset) receives the rows instead of a new in-memory array.
+        """
+        fn = self._apply if then is None else (lambda b: then(self._apply(b)))
+        n_in = (self.left if self.left is not None else self.matrix).shape[0]
+        if X.shape[1] != n_in:
+            raise ValueError(f"X has {X.shape[1]} columns, the feature map expects {n_in} genes")
+        return map_rows(fn, X, batch_size=batch_size, out=out)
 
     def dense(self) -> np.ndarray:
         """M as a dense G x F array."""

@@ -4,7 +4,8 @@ A method is a Python file defining one function, by kind:
 
 - ``embedding``:  ``embed(train, test, params) -> (Z_train, Z_test)``; the shared readouts turn Z into every endpoint.
 - ``classifier``: ``classify(train, test, params) -> dict`` with any of ``branch_proba``/``stage_proba`` (DataFrame,
-  test cells x classes), ``<subtype>_proba`` (positive-class probability per test cell) and ``pseudotime``.
+  test cells x classes), ``<subtype>_proba`` (positive-class probability per test cell) and ``pseudotime``; an
+  optional ``n_parameters`` entry ({component: count}) reports the method's own trainable parameters.
 - ``pseudotime``: ``pseudotime(train, test, params) -> array (n_test,)``.
 
 ``train`` and ``test`` hold the panel genes: raw counts in ``layers["counts"]``, log1p(CP10k) in ``X``. Labels
@@ -92,7 +93,11 @@ def check_output(kind: str, out, train: ad.AnnData, test: ad.AnnData, method: st
         out = {"pseudotime": out}
     if not isinstance(out, dict) or not out:
         fail("classify() must return a non-empty dict of predictions")
-    checked = {}
+    out = dict(out)
+    n_parameters = out.pop("n_parameters", {})
+    if not isinstance(n_parameters, dict) or not all(isinstance(v, (int, np.integer)) for v in n_parameters.values()):
+        fail("n_parameters must be a dict of component name -> trainable parameter count")
+    checked = {"n_parameters": {str(k): int(v) for k, v in n_parameters.items()}}
     for key, value in out.items():
         if isinstance(value, pd.DataFrame):
             if not value.index.equals(test.obs_names):
@@ -117,5 +122,6 @@ def evaluate(
         pred = readouts.predict(checked["Z_test"])
         n_params = readouts.n_parameters()
     else:
-        pred = checked
+        pred = dict(checked)
+        n_params = pred.pop("n_parameters", {})
     return endpoint_metrics(truth, pred, subtypes=subtypes, donor_key="donor"), n_params

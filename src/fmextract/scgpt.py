@@ -457,8 +457,8 @@ def embed_cells(
     As scGPT's `get_batch_cell_embeddings`: genes outside the vocabulary are dropped (logged); values are raw
     counts binned per cell over its non-zero genes; a cell with more than max_len - 1 such genes keeps a seeded
     random subset (max_len counts `<cls>`; None -> args.json max_seq_len, else no cap); batches are padded.
-    pooling "cls" takes the `<cls>` state (scGPT's choice); "avg" the mean over non-padding tokens (`<cls>`
-    included; scGPT's avg-pool would also average padding). normalize: L2-normalise rows, as embed_data does.
+    pooling "cls" takes the `<cls>` state (scGPT's choice); "avg" the masked mean over gene tokens (padding and
+    `<cls>` excluded; scGPT's avg-pool would also average padding, which makes it depend on the batch). normalize: L2-normalise rows, as embed_data does.
     """
     if pooling not in ("cls", "avg"):
         raise InputError(f"pooling={pooling!r} is not 'cls' or 'avg'")
@@ -491,8 +491,10 @@ def embed_cells(
             if pooling == "cls":
                 emb = h[:, 0, :]
             else:
-                w = (~m).unsqueeze(-1).to(h.dtype)
-                emb = (h * w).sum(1) / w.sum(1)
+                keep = ~m
+                keep[:, 0] = False  # gene tokens only: the <cls> state is the other pooling
+                w = keep.unsqueeze(-1).to(h.dtype)
+                emb = (h * w).sum(1) / w.sum(1).clamp(min=1)
             out[start : start + len(rows)] = emb.float().cpu().numpy()
     if normalize:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

@@ -72,8 +72,9 @@ def method_file(wildcards):
 
 
 def method_inputs(wildcards):
-    """A method's declared extra inputs (config methods.<name>.inputs)."""
-    return config["methods"][wildcards.method].get("inputs", {})
+    """A method's declared extra inputs (config methods.<name>.inputs); `{checkpoint}` is the checkpoint folder."""
+    inputs = config["methods"][wildcards.method].get("inputs", {})
+    return {key: path.replace("{checkpoint}", checkpoint_dir()) for key, path in inputs.items()}
 
 
 def method_resource(name, default):

@@ -24,7 +24,7 @@ train, test, truth = methods.split_views(
 )
 log.info("%s on %s: %d train cells, %d test cells (%d test donors)", method, split, train.n_obs, test.n_obs,
          truth["donor"].nunique())
-params = {**spec.get("params", {}), "inputs": dict(spec.get("inputs", {})), "seed": seed, "threads": snakemake.threads,
+params = {**spec.get("params", {}), "inputs": {key: snakemake.input[key] for key in spec.get("inputs", {})}, "seed": seed, "threads": snakemake.threads,
           "subtypes": snakemake.params.subtypes}
 if spec.get("sees_truth", False):
     params["truth"] = truth  # declared prior information of a control method (config: sees_truth)
