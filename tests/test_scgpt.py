@@ -83,6 +83,25 @@ def test_plain_flash_and_impl_checkpoints_load_to_identical_outputs(tmp_path):
     assert load_scgpt(tmp_path / "plain").checkpoint_sha256 != load_scgpt(tmp_path / "flash").checkpoint_sha256
 
 
+def test_full_size_flash_keyed_checkpoint_loads(tmp_path):
+    """whole-human's architecture (12 layers x 8 heads, d_model = d_hid = 512, ~60.7k tokens) saved with Wqkv keys."""
+    genes = [f"ENSG{i:011d}" for i in range(60_694)]
+    model, vocab, args = build_demo_model(genes, d_model=512, nhead=8, d_hid=512, nlayers=12, seed=1, dropout=0.2)
+    save_scgpt(model, tmp_path, vocab=vocab, args=args, flash_keys=True)
+    keys = torch.load(tmp_path / "best_model.pt", weights_only=True).keys()
+    assert sum(k.endswith("self_attn.Wqkv.weight") for k in keys) == 12 and not any("in_proj" in k for k in keys)
+    loaded = load_scgpt(tmp_path)
+    assert (loaded.nlayers, loaded.nhead, loaded.d_model, len(loaded.vocab)) == (12, 8, 512, 60_697)
+    assert loaded.transformer_encoder.layers[0].linear1.weight.shape == (512, 512)
+    own = model.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in loaded.state_dict().items())
+    g = torch.tensor([[vocab["<cls>"], 0, 17, 60_000, 123], [vocab["<cls>"], 5, 6, vocab["<pad>"], vocab["<pad>"]]])
+    v = torch.tensor([[-2.0, 1, 50, 3, 0], [-2.0, 7, 7, -2, -2]])
+    m = g == vocab["<pad>"]
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(g, v, m), model.encode(g, v, m))
+
+
 def test_save_is_reproducible_and_atomic(tmp_path):
     model, vocab, args = tiny()
     save_scgpt(model, tmp_path / "a", vocab=vocab, args=args)

@@ -83,10 +83,11 @@ def export_operators(
             g, v, m = tokenize_all_genes(binned, gene_ids, cls_id=model.vocab["<cls>"], pad_value=model.pad_value)
             for layer, _, att in model.iter_layers(g.to(device), v.to(device), m.to(device), capture=definition):
                 acc[layer] += att[:, :, 1:, 1:].sum(0, dtype=torch.float64)
-    mean = acc / len(picked)
+    acc /= len(picked)  # in place: the accumulator is the largest array here (L x H x G x G float64)
     if definition == "attention_prob":
-        mean = mean / mean.sum(-1, keepdim=True)
-    ops = mean.float().cpu().numpy()
+        acc /= acc.sum(-1, keepdim=True)
+    ops = acc.float().cpu().numpy()
+    del acc
     return Operators(
         operators=ops, genes=genes, definition=definition, checkpoint_sha256=model.checkpoint_sha256,
         meta={"n_context": int(len(picked)), "seed": int(seed), "n_bins": model.n_bins, "pad_value": model.pad_value,
