@@ -101,3 +101,68 @@ def test_anchors_are_group_means(counts_panel, stage_table):
     mask = ((panel.obs["donor"] == row["donor"]) & (panel.obs["tissue"] == row["tissue"]) & (panel.obs["stage"] == row["stage"])).to_numpy()
     np.testing.assert_allclose(profiles[0], panel.X[mask].toarray().mean(axis=0), rtol=1e-5)
     assert mask.sum() == row["n_cells"]
+
+
+def test_backed_prepare_matches_in_memory(tmp_path, stage_table, root):
+    """Streamed prepare (backed, small chunks) == validate + harmonise + log_normalise in memory; so are the panel steps."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from fmextract import stages
+    from fmextract.features import FeatureMap
+    from fmextract.simulate import simulate_panel
+
+    edges = stages.load_stage_graph(root / "resources" / "stage_graph.tsv", stage_table["stage"].unique().tolist())
+    programs = stages.load_marker_programs(root / "resources" / "marker_programs.tsv")
+    raw = simulate_panel(stage_table, edges, programs, [], donors=["D0", "D1", "D2", "D3"], tissues=["bone_marrow"],
+                         stages=None, cells_per_donor=40, n_genes=None, seed=5)
+    raw.obs["cell_type"] = raw.obs["cell_type"].astype(str)
+    raw.obs.loc[raw.obs_names[:3], "cell_type"] = "not a blood cell"
+    raw.write_h5ad(tmp_path / "raw.h5ad")
+    keys = {**KEYS, "counts_layer": "counts"}
+
+    validate(raw)
+    mem, unmapped_mem = data.harmonise(raw, stage_table, source="p", **keys)
+    data.log_normalise(mem)
+    unmapped, info = data.prepare_panel(tmp_path / "raw.h5ad", stage_table, tmp_path / "prep.h5ad", source="p",
+                                        min_donors=3, chunk_size=17, **keys)
+    disk = ad.read_h5ad(tmp_path / "prep.h5ad")
+    assert info["n_obs"] == mem.n_obs == raw.n_obs - 3 and info["n_dropped"] == 3
+    assert unmapped.equals(unmapped_mem)
+    assert (disk.obs_names == mem.obs_names).all() and (disk.var_names == mem.var_names).all()
+    assert disk.obs[list(data.PREPARED_OBS)].astype(str).equals(mem.obs[list(data.PREPARED_OBS)].astype(str))
+    for a, b in ((disk.X, mem.X), (disk.layers["counts"], mem.layers["counts"])):
+        assert sp.issparse(a) and a.format == "csr" and a.dtype == np.float32
+        assert abs(a - b).max() == 0
+
+    with data.open_backed(tmp_path / "prep.h5ad") as backed:
+        assert not sp.issparse(backed.layers["counts"])  # still on disk
+        genes = data.select_gene_panel(backed, reference_donors=["D0", "D1"], n_genes=30, vocab=list(mem.var_names),
+                                       min_vocab_overlap=0.5, source="p")
+        profiles, meta = data.anchors(backed, min_cells=3)
+        aligned, frac = data.align_genes(backed, genes[::-1] + ["NOT_A_GENE"])
+        fmap = FeatureMap(genes=list(mem.var_names), kind="heads", matrix=np.random.default_rng(0).random((mem.n_vars, 6), dtype=np.float32))
+        F_disk = fmap.transform(backed.X, batch_size=13)
+    assert genes == data.select_gene_panel(mem, reference_donors=["D0", "D1"], n_genes=30, vocab=list(mem.var_names),
+                                           min_vocab_overlap=0.5, source="p")
+    profiles_mem, meta_mem = data.anchors(mem, min_cells=3)
+    np.testing.assert_allclose(profiles, profiles_mem, rtol=1e-6)
+    assert meta[["donor", "stage", "n_cells"]].astype(str).equals(meta_mem[["donor", "stage", "n_cells"]].astype(str))
+    aligned_mem, frac_mem = data.align_genes(mem, genes[::-1] + ["NOT_A_GENE"])
+    assert frac == frac_mem and abs(aligned - aligned_mem).max() == 0
+    np.testing.assert_allclose(F_disk, fmap.transform(mem.X), rtol=1e-6)
+    np.testing.assert_allclose(fmap.transform(mem.X, batch_size=7, then=lambda F: F[:, :2]), F_disk[:, :2], rtol=1e-6)
+
+    data.write_gene_subset(tmp_path / "prep.h5ad", tmp_path / "bench.h5ad", genes, chunk_size=17)
+    sub, ref = ad.read_h5ad(tmp_path / "bench.h5ad"), mem[:, genes]
+    assert list(sub.var_names) == genes and abs(sub.X - ref.X).max() == 0
+    assert abs(sub.layers["counts"] - ref.layers["counts"]).max() == 0
+
+
+def test_streamed_prepare_rejects_bad_counts_and_leaves_nothing(tmp_path, counts_panel, stage_table):
+    counts_panel.layers["counts"] = counts_panel.layers["counts"] * 0.5
+    counts_panel.write_h5ad(tmp_path / "raw.h5ad")
+    with pytest.raises(InputError, match=r"layers\['counts'\] holds non-integer.*counts_layer"):
+        data.prepare_panel(tmp_path / "raw.h5ad", stage_table, tmp_path / "out" / "prep.h5ad", source="p", min_donors=3,
+                           chunk_size=16, **KEYS)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+# open_backed and read_obs are used by the workflow scripts through this module
 from fmextract.chunks import CHUNK_ROWS, Matrix, is_on_disk, open_backed, read_obs, read_rows, row_blocks, write_h5ad_streamed
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.stages import map_labels
 
 log = logging.getLogger(__name__)
-
-__all__ = ["open_backed", "read_obs"]  # re-exported for the workflow scripts (plus everything defined below)
 
 #: obs columns every prepared panel carries (harmonised names used by every later step).
 PREPARED_OBS = ("donor", "tissue", "cell_type", "stage", "branch", "depth")
@@ -43,7 +42,10 @@ def _counts_source(adata: ad.AnnData, *, layer: str | None, source: str) -> Matr
             f"{source}: layer '{layer}' not found (layers: {sorted(adata.layers)}); "
             "set data.counts_layer to the layer holding raw counts, or null to use X"
         )
-    return adata.layers[layer] if layer is not None else adata.X
+    m = adata.layers[layer] if layer is not None else adata.X
+    if m is None:
+        raise InputError(f"{source}: X is empty; set data.counts_layer to the layer holding raw counts")
+    return m
 
 
 def _check_counts(values: np.ndarray, *, layer: str | None, source: str) -> None:
@@ -73,11 +75,15 @@ def counts_matrix(adata: ad.AnnData, *, layer: str | None, source: str, chunk_si
     if is_on_disk(m):
         parts = [b for _, _, b in _counts_blocks(m, layer=layer, source=source, chunk_size=chunk_size)]
         return sp.csr_matrix(sp.vstack(parts, format="csr")) if parts else sp.csr_matrix(m.shape, dtype=np.float32)
-    m = sp.csr_matrix(m, dtype=np.float32)
-    step = chunk_size * 1000
-    for i in range(0, m.data.size, step):
-        _check_counts(m.data[i : i + step], layer=layer, source=source)
-    return m
+    _check_in_memory(m, layer=layer, source=source, step=chunk_size * 1000)
+    return sp.csr_matrix(m, dtype=np.float32)
+
+
+def _check_in_memory(m: np.ndarray | sp.spmatrix, *, layer: str | None, source: str, step: int) -> None:
+    """Check an in-memory count matrix's values slice by slice (no full-size temporaries, no dtype copy)."""
+    vals = m.data if sp.issparse(m) else np.asarray(m).reshape(-1)
+    for i in range(0, vals.size, step):
+        _check_counts(vals[i : i + step], layer=layer, source=source)
 
 
 def validate_panel(
@@ -115,7 +121,7 @@ def validate_panel(
             for _ in _counts_blocks(m, layer=counts_layer, source=source, chunk_size=chunk_size):
                 pass
         else:
-            counts_matrix(adata, layer=counts_layer, source=source, chunk_size=chunk_size)
+            _check_in_memory(m, layer=counts_layer, source=source, step=chunk_size * 1000)
     n_donors = adata.obs[donor_key].nunique()
     if n_donors < min_donors:
         raise InputError(
@@ -286,9 +292,10 @@ def select_gene_panel(
             f"{min_vocab_overlap}); check data.gene_symbol_column (CELLxGENE files keep symbols in 'feature_name')"
         )
     rows = adata.obs["donor"].isin(list(reference_donors)).to_numpy()
-    counts = read_rows(adata.layers["counts"], rows)[:, in_vocab]  # reference donors only, also from a backed panel
-    ref = ad.AnnData(X=counts, var=pd.DataFrame(index=adata.var_names[in_vocab]))
-    ref = ref[:, np.asarray(ref.X.sum(axis=0)).ravel() > 0].copy()
+    counts = read_rows(adata.layers["counts"], rows)  # reference donors only, also from a backed panel
+    cols = in_vocab & (np.asarray(counts.sum(axis=0)).ravel() > 0)
+    ref = ad.AnnData(X=counts if cols.all() else counts[:, cols], var=pd.DataFrame(index=adata.var_names[cols]))
+    del counts
     n = min(n_genes, ref.n_vars)
     hvg = sc.pp.highly_variable_genes(ref, flavor="seurat_v3", n_top_genes=n, inplace=False)
     ranked = hvg[hvg["highly_variable"]].sort_values("highly_variable_rank").index

@@ -3,7 +3,6 @@
 import json
 import logging
 
-import anndata as ad
 import pandas as pd
 
 from fmextract import data, logs, splits, stages
@@ -45,39 +44,37 @@ if rule == "simulate":
     data.write_h5ad(adata, snakemake.output[0])
 
 elif rule == "prepare":
+    # streamed: counts are read from disk in row chunks (never the whole atlas), checked, harmonised, normalised sparse
     spec = snakemake.params.panel
     source = str(snakemake.input.panel)
-    raw = ad.read_h5ad(source)
     keys = {k: spec.get(k) for k in ("donor_key", "cell_type_key", "tissue_key", "counts_layer", "gene_symbol_column")}
-    data.validate_panel(raw, source=source, min_donors=snakemake.params.min_donors, **keys)
     table = stages.load_stage_table(snakemake.input.stage_table)
-    panel, unmapped = data.harmonise(raw, table, source=source, **keys)
-    data.log_normalise(panel)
-    log.info("%s: %d cells, %d genes, %d donors, %d stages", source, panel.n_obs, panel.n_vars,
-             panel.obs["donor"].nunique(), panel.obs["stage"].nunique())
+    unmapped, info = data.prepare_panel(source, table, snakemake.output.h5ad, source=source,
+                                        min_donors=snakemake.params.min_donors, **keys)
+    log.info("%s: %d cells, %d genes, %d donors, %d stages", source, info["n_obs"], info["n_vars"], info["n_donors"],
+             info["n_stages"])
     write_tsv(unmapped, snakemake.output.unmapped)
-    data.write_h5ad(panel, snakemake.output.h5ad)
 
 elif rule == "reference_donors":
-    donors = ad.read_h5ad(snakemake.input.h5ad, backed="r").obs["donor"].unique().tolist()
+    donors = data.read_obs(snakemake.input.h5ad)["donor"].unique().tolist()
     chosen = data.choose_reference_donors(donors, n_reference=snakemake.params.n_reference, seed=snakemake.params.seed)
     log.info("reference donors (HVGs, operators, adaptor; never test donors): %s", chosen)
     write_lines(chosen, snakemake.output[0])
 
 elif rule == "gene_panel":
-    panel = ad.read_h5ad(snakemake.input.h5ad)
     with open(snakemake.input.vocab) as fh:
         vocab = json.load(fh)
-    genes = data.select_gene_panel(
-        panel, reference_donors=read_lines(snakemake.input.reference_donors), n_genes=snakemake.params.n_genes,
-        vocab=list(vocab), min_vocab_overlap=snakemake.params.min_vocab_overlap, source=str(snakemake.input.h5ad),
-    )
+    with data.open_backed(snakemake.input.h5ad) as panel:  # only the reference donors' counts are read
+        genes = data.select_gene_panel(
+            panel, reference_donors=read_lines(snakemake.input.reference_donors), n_genes=snakemake.params.n_genes,
+            vocab=list(vocab), min_vocab_overlap=snakemake.params.min_vocab_overlap, source=str(snakemake.input.h5ad),
+        )
     log.info("gene panel: %d genes", len(genes))
     write_lines(genes, snakemake.output.genes)
-    data.write_h5ad(panel[:, genes].copy(), snakemake.output.h5ad)
+    data.write_gene_subset(snakemake.input.h5ad, snakemake.output.h5ad, genes)
 
 elif rule == "splits":
-    donors = ad.read_h5ad(snakemake.input.h5ad, backed="r").obs["donor"].unique().tolist()
+    donors = data.read_obs(snakemake.input.h5ad)["donor"].unique().tolist()
     reserved = set(read_lines(snakemake.input.reference_donors))
     cfg = snakemake.params.splits
     table = splits.make_splits(

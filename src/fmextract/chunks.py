@@ -1,0 +1,180 @@
+"""Row-chunked access to cells x genes matrices held in memory or on disk, so no step needs a whole atlas in memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata.abc import CSCDataset, CSRDataset
+from anndata.io import read_elem, sparse_dataset
+
+log = logging.getLogger(__name__)
+
+#: Rows per chunk of the streamed paths: 10,000 cells x ~2,000 non-zeros is ~160 MB of CSR (float32 + int32).
+CHUNK_ROWS = 10_000
+#: HDF5 chunk (elements) of the streamed sparse datasets: 256 Ki values, ~1 MiB float32.
+H5_CHUNK = 1 << 18
+
+#: Anything `row_blocks` can read: in-memory dense/sparse, or on disk (a backed AnnData's sparse X/layer, an h5py dataset).
+Matrix = Any
+
+
+def is_on_disk(m: Matrix) -> bool:
+    """True for matrices still on disk (backed CSR/CSC datasets, h5py datasets)."""
+    return isinstance(m, (CSRDataset, CSCDataset, h5py.Dataset))
+
+
+def row_blocks(m: Matrix, *, chunk_size: int = CHUNK_ROWS) -> Iterator[tuple[int, int, np.ndarray | sp.csr_matrix]]:
+    """Yield (start, stop, rows start:stop) of `m` in turn: CSR for sparse input, ndarray for dense input.
+
+    In-memory sparse matrices of another format are converted to CSR once; on-disk CSC cannot be read by rows
+    cheaply (each block touches every column), so it is allowed but logged.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if sp.issparse(m) and m.format != "csr":
+        m = sp.csr_matrix(m)
+    if isinstance(m, CSCDataset):
+        log.warning("reading a CSC matrix on disk by rows is slow; rewrite the file with CSR X/layers for atlas-scale data")
+    n = m.shape[0]
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        block = m[start:stop]
+        if sp.issparse(block):
+            block = sp.csr_matrix(block)
+        else:
+            block = np.asarray(block)
+        yield start, stop, block
+
+
+def read_rows(m: Matrix, rows: np.ndarray, *, chunk_size: int = CHUNK_ROWS) -> sp.csr_matrix:
+    """Rows of `m` selected by a boolean mask (in order) as one CSR matrix, reading on-disk data chunk by chunk."""
+    rows = np.asarray(rows, dtype=bool)
+    if rows.shape[0] != m.shape[0]:
+        raise ValueError(f"row mask has {rows.shape[0]} entries for {m.shape[0]} rows")
+    if not is_on_disk(m):
+        return sp.csr_matrix(sp.csr_matrix(m)[rows] if sp.issparse(m) else np.asarray(m)[rows])
+    parts = [sp.csr_matrix(block[rows[s:e]]) for s, e, block in row_blocks(m, chunk_size=chunk_size) if rows[s:e].any()]
+    if not parts:
+        return sp.csr_matrix((0, m.shape[1]), dtype=m.dtype)
+    return sp.csr_matrix(sp.vstack(parts, format="csr"))
+
+
+def map_rows(
+    fn: Callable[[np.ndarray | sp.csr_matrix], np.ndarray],
+    X: Matrix,
+    *,
+    batch_size: int = CHUNK_ROWS,
+    out: Any | None = None,
+) -> Any:
+    """Apply a row-wise `fn` to X batch by batch and stack the results (into `out` when given, e.g. an h5py dataset).
+
+    Only one batch of input and output temporaries exists at a time; with `out` on disk the stacked result never
+    sits in memory either.
+    """
+    n = X.shape[0]
+    if n == 0:
+        empty = np.asarray(fn(X[:0] if not is_on_disk(X) else sp.csr_matrix((0, X.shape[1]), dtype=np.float32)))
+        return empty if out is None else out
+    for start, stop, block in row_blocks(X, chunk_size=batch_size):
+        Y = np.asarray(fn(block))
+        if out is None:
+            out = np.empty((n, *Y.shape[1:]), dtype=Y.dtype)
+        out[start:stop] = Y
+    return out
+
+
+def _read_matrix(elem: h5py.Group | h5py.Dataset) -> Matrix | None:
+    """An on-disk matrix element: backed CSR/CSC, an h5py dataset for dense arrays; None for other encodings."""
+    if isinstance(elem, h5py.Dataset):
+        return elem
+    if elem.attrs.get("encoding-type") in ("csr_matrix", "csc_matrix"):
+        return sparse_dataset(elem)
+    return None
+
+
+@contextmanager
+def open_backed(path: str | os.PathLike) -> Iterator[ad.AnnData]:
+    """Open an .h5ad with obs/var (and uns) in memory and X plus every layer left on disk; closes the file on exit.
+
+    Unlike `anndata.read_h5ad(path, backed="r")`, which keeps only X on disk and reads all layers (where raw
+    counts live) into memory, nothing cells x genes is loaded until a caller reads rows of it.
+    """
+    with h5py.File(path, "r") as f:
+        obs = read_elem(f["obs"])
+        var = read_elem(f["var"])
+        uns = read_elem(f["uns"]) if "uns" in f else {}
+        X = _read_matrix(f["X"]) if "X" in f else None
+        layers = {}
+        for key in f["layers"].keys() if "layers" in f else ():
+            m = _read_matrix(f["layers"][key])
+            if m is not None:
+                layers[key] = m
+        yield ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers=layers)
+
+
+def read_obs(path: str | os.PathLike) -> pd.DataFrame:
+    """The obs table of an .h5ad, reading nothing else."""
+    with h5py.File(path, "r") as f:
+        return read_elem(f["obs"])
+
+
+def _empty_csr_group(parent: h5py.Group, name: str, n_vars: int, *, dtype: np.dtype, compression: str | None) -> CSRDataset:
+    """A resizable, empty CSR group in anndata's encoding (64-bit indptr, so > 2^31 non-zeros fit)."""
+    g = parent.create_group(name)
+    g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": np.array([0, n_vars])})
+    kw = dict(maxshape=(None,), chunks=(H5_CHUNK,), compression=compression)
+    g.create_dataset("data", shape=(0,), dtype=dtype, **kw)
+    g.create_dataset("indices", shape=(0,), dtype=np.int32, **kw)
+    g.create_dataset("indptr", data=np.zeros(1, dtype=np.int64), **kw)
+    return sparse_dataset(g)
+
+
+def write_h5ad_streamed(
+    path: str | os.PathLike,
+    obs: pd.DataFrame,
+    var: pd.DataFrame,
+    blocks: Iterable[Mapping[str, sp.csr_matrix]],
+    *,
+    keys: Sequence[str] = ("X",),
+    uns: Mapping | None = None,
+    compression: str | None = "gzip",
+) -> None:
+    """Write an .h5ad atomically whose matrices arrive as CSR row blocks, so memory holds one block at a time.
+
+    Each block maps every name in `keys` ("X" or a layer name) to the next rows of that matrix; obs/var/uns are
+    written by anndata first (same encodings as `AnnData.write_h5ad`, strings as categoricals).
+    """
+    from fmextract.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        ad.AnnData(obs=obs, var=var, uns=dict(uns or {})).write_h5ad(tmp, compression=compression)
+        with h5py.File(tmp, "r+") as f:
+            layers = f.require_group("layers")
+            targets: dict[str, CSRDataset] = {}
+            rows = 0
+            for block in blocks:
+                n = None
+                for key in keys:
+                    m = sp.csr_matrix(block[key])
+                    if key not in targets:
+                        parent, name = (f, "X") if key == "X" else (layers, key)
+                        targets[key] = _empty_csr_group(parent, name, var.shape[0], dtype=m.dtype, compression=compression)
+                    if n is not None and m.shape[0] != n:
+                        raise ValueError(f"block matrices disagree on rows: {key} has {m.shape[0]}, expected {n}")
+                    n = m.shape[0]
+                    targets[key].append(m)
+                rows += n or 0
+            for key in keys:
+                if key not in targets:
+                    parent, name = (f, "X") if key == "X" else (layers, key)
+                    _empty_csr_group(parent, name, var.shape[0], dtype=np.dtype(np.float32), compression=compression)
+            if rows != obs.shape[0]:
+                raise ValueError(f"streamed {rows} rows for {obs.shape[0]} obs rows")
