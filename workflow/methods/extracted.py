@@ -8,5 +8,5 @@ def embed(train, test, params):
     """z = adaptor(x M): the operator map and adaptor were fitted once on reference donors and stay frozen."""
     fmap = FeatureMap.load(params["inputs"]["feature_map"])
     adaptor = Adaptor.load(params["inputs"]["adaptor"])
-    latent = lambda a: adaptor.transform(fmap.transform(a[:, fmap.genes].X))
+    latent = lambda a: fmap.transform(a[:, fmap.genes].X, then=adaptor.transform)
     return latent(train), latent(test)
