@@ -69,6 +69,8 @@ def test_manifold_metrics_pass_on_structure_and_fail_on_shuffled_genes():
     bad = manifold_metrics(shuffle_gene_panel(F, seed=1), meta, RULER, adaptor_kw=KW, n_permutations=200, dims=[2], seed=0)
     assert bad["spearman_donor_holdout"] < good["spearman_donor_holdout"] - 0.3
     assert bad["spearman_donor_holdout"] < 0.2
+    verdict = lambda t: t.set_index("metric").loc["all_gates", "passed"]
+    assert verdict(table) and not verdict(gate_table(bad, "negative_control", gates))
     assert "intrinsic_dimension_twonn" in good and table["passed"].isna().sum() == 3
 
 

@@ -56,6 +56,7 @@ def manifold_views(latent: pd.DataFrame, path: str) -> None:
                     ax.scatter([], [], c=[col], s=20, label=cat)
                 ax.legend(fontsize=7, loc="best", frameon=False)
     fig.suptitle("Latent manifold of the frozen head (anchor = donor x tissue x stage mean)", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     _save(fig, path)
 
 
@@ -106,6 +107,8 @@ def compression_plot(compression: pd.DataFrame, path: str, *, endpoint: str) -> 
     for row in sub.itertuples():
         ax.annotate(row.variant, (row.size_mb, row.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # crowded 2x10^-2, 3x10^-2... labels
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("operator file size, MB (log scale)")
     ax.set_ylabel(f"mean {endpoint}")
     ax.set_title("Compression: size vs performance")

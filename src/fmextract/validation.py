@@ -208,7 +208,10 @@ GATES = {
 
 
 def gate_table(values: dict[str, float], panel: str, gates: dict[str, float]) -> pd.DataFrame:
-    """Rows (metric, panel, value, threshold, passed); ungated metrics get no threshold and passed = None."""
+    """Rows (metric, panel, value, threshold, passed); ungated metrics get no threshold and passed = None.
+
+    A last row `all_gates` gives the share of gates passed (value) and the panel's verdict (passed = every gate).
+    """
     rows = []
     for metric, value in values.items():
         threshold, passed = np.nan, None
@@ -218,4 +221,8 @@ def gate_table(values: dict[str, float], panel: str, gates: dict[str, float]) ->
             ok = value >= threshold if direction == ">=" else value <= threshold
             passed = bool(np.isfinite(value) and ok)
         rows.append({"metric": metric, "panel": panel, "value": value, "threshold": threshold, "passed": passed})
+    verdicts = [r["passed"] for r in rows if r["passed"] is not None]
+    if verdicts:  # the panel's verdict: share of gates passed; passed only if every gate passed
+        rows.append({"metric": "all_gates", "panel": panel, "value": float(np.mean(verdicts)), "threshold": 1.0,
+                     "passed": all(verdicts)})
     return pd.DataFrame(rows)
