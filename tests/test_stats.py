@@ -1,15 +1,15 @@
-"""Paired Wilcoxon + BH: equal to scipy + statsmodels on random data; missing pairs dropped and counted; edge cases."""
+"""Paired Wilcoxon + BH equal to scipy + statsmodels; donor-level bootstrap, per-donor Wilcoxon, LODO; edge cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import wilcoxon
+from scipy.stats import bootstrap, rankdata, wilcoxon
 from statsmodels.stats.multitest import multipletests
 
 from fmextract.errors import InputError
-from fmextract.stats import TEST_COLUMNS, paired_tests, summary_table
+from fmextract.stats import DONOR_COLUMNS, TEST_COLUMNS, donor_level_tests, paired_tests, summary_table
 
 
 def random_metrics(seed: int = 0, n_splits: int = 15, decimals: int | None = None) -> pd.DataFrame:
@@ -118,3 +118,155 @@ def test_summary_table():
     assert s.loc[("pca", "cd4_cd8_auroc"), "sd"] == pytest.approx(v.std(ddof=1))
     first = m.iloc[0]
     assert s.loc[(first["method"], first["endpoint"]), "n"] == 14
+
+
+# ---- donor-level tests: clustered bootstrap, per-donor Wilcoxon, leave-one-donor-out ----------------------------
+
+def donor_panel(seed: int = 0, n_donors: int = 12, n_splits: int = 60, k: int = 2, delta: float = 0.03,
+                donor_sd: float = 0.03, noise_sd: float = 0.005) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Splits from make_splits; reference − pca = delta + mean donor effect of the split's test donors + noise."""
+    from fmextract.splits import make_splits
+
+    rng = np.random.default_rng(seed)
+    splits = make_splits([f"D{i:02d}" for i in range(n_donors)], n_test_donors=k, seed=seed, n_splits=n_splits)
+    effect = dict(zip(sorted(set(splits["donor"])), rng.normal(0, donor_sd, n_donors)))
+    rows = []
+    for split, donors in splits[splits["role"] == "test"].groupby("split")["donor"]:
+        base = rng.uniform(0.5, 0.8)
+        diff = delta + np.mean([effect[d] for d in donors]) + rng.normal(0, noise_sd)
+        rows += [{"split": split, "method": "extracted", "endpoint": "e", "value": base + diff},
+                 {"split": split, "method": "pca", "endpoint": "e", "value": base}]
+    return pd.DataFrame(rows), splits
+
+
+def split_diffs(metrics: pd.DataFrame, endpoint: str = "e", method: str = "pca") -> pd.Series:
+    wide = metrics[metrics["endpoint"] == endpoint].pivot(index="split", columns="method", values="value")
+    return (wide["extracted"] - wide[method]).dropna()
+
+
+def donor_means(diffs: pd.Series, splits: pd.DataFrame) -> pd.Series:
+    test = splits[(splits["role"] == "test") & splits["split"].isin(diffs.index)]
+    return test.assign(d=test["split"].map(diffs)).groupby("donor")["d"].mean()
+
+
+def test_donor_bootstrap_deterministic_and_covers_truth():
+    m, splits = donor_panel()
+    row = donor_level_tests(m, splits, seed=3).iloc[0]
+    again = donor_level_tests(m, splits, seed=3).iloc[0]
+    other = donor_level_tests(m, splits, seed=4).iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == (again["ci_low"], again["ci_high"])
+    assert (row["ci_low"], row["ci_high"]) != (other["ci_low"], other["ci_high"])
+    d = split_diffs(m)
+    assert row["mean_diff"] == pytest.approx(d.mean()) and row["median_diff"] == pytest.approx(d.median())
+    assert row["ci_low"] < 0.03 < row["ci_high"] and row["ci_low"] < row["mean_diff"] < row["ci_high"]
+    # treating splits as independent gives a narrower interval than resampling donors
+    naive = bootstrap((d.to_numpy(),), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(3))
+    assert row["ci_high"] - row["ci_low"] > 1.25 * (naive.confidence_interval.high - naive.confidence_interval.low)
+
+
+def test_donor_bootstrap_matches_explicit_cluster_resampling():
+    m, splits = donor_panel(seed=1, n_donors=8, n_splits=28, k=2)  # every pair of 8 donors once
+    first_test = splits.index[splits["role"] == "test"][::2]
+    odd = splits.loc[first_test, "split"].isin([f"split{i:03d}" for i in range(0, 28, 2)])
+    splits.loc[first_test[odd.to_numpy()], "role"] = "train"  # half the splits now hold out one donor, half two
+    single = (m["method"] == "extracted") & m["split"].isin([f"split{i:03d}" for i in range(0, 28, 2)])
+    m.loc[single, "value"] += 0.05  # so that weighting splits by 1/k matters
+    row = donor_level_tests(m, splits, n_boot=4000, seed=0).iloc[0]
+    d = split_diffs(m)
+    test = splits[splits["role"] == "test"]
+    k = test.groupby("split").size()
+    assert set(k) == {1, 2}
+    by_donor = {donor: list(g["split"]) for donor, g in test.groupby("donor")}
+    donors = sorted(by_donor)
+    rng = np.random.default_rng(123)
+    stats = []
+    for _ in range(4000):  # each drawn donor brings its splits, a split with k test donors weighted 1/k
+        drawn = [s for i in rng.integers(0, len(donors), len(donors)) for s in by_donor[donors[i]]]
+        stats.append(np.average(d[drawn], weights=1 / k[drawn]))
+    low, high = np.quantile(stats, [0.025, 0.975])
+    width = high - low
+    assert abs(row["ci_low"] - low) < 0.1 * width and abs(row["ci_high"] - high) < 0.1 * width
+
+
+def test_donor_bootstrap_coverage():  # 60 panels, 12 donors each tested in 8 splits: donor CI covers, split CI not
+    hits_donor, hits_split = 0, 0
+    for seed in range(60):
+        m, splits = donor_panel(seed=100 + seed, n_donors=12, n_splits=96, k=1)
+        row = donor_level_tests(m, splits, n_boot=400, seed=seed).iloc[0]
+        hits_donor += row["ci_low"] < 0.03 < row["ci_high"]
+        naive = bootstrap((split_diffs(m).to_numpy(),), np.mean, n_resamples=400, method="percentile",
+                          rng=np.random.default_rng(seed)).confidence_interval
+        hits_split += naive.low < 0.03 < naive.high
+    assert hits_donor >= 0.85 * 60 and hits_split <= 0.6 * 60
+
+
+def test_duplicated_donors_are_less_significant_than_splits():
+    m, splits = donor_panel(seed=2, n_donors=6, n_splits=60, k=1, donor_sd=0.005)  # every donor tested 10 times
+    row = donor_level_tests(m, splits).iloc[0]
+    split_level = paired_tests(m).iloc[0]
+    assert (row["n_splits"], row["n_donors"], row["lodo_n"]) == (60, 6, 6)
+    assert split_level["p_value"] < 1e-6 and row["lodo_p_value"] == pytest.approx(2 / 2 ** 6)
+    assert row["lodo_p_value"] > split_level["p_value"]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_lodo_wilcoxon_and_range_by_hand(k):
+    m, splits = donor_panel(seed=5, n_donors=10, n_splits=40, k=k, delta=0.005)
+    row = donor_level_tests(m, splits).iloc[0]
+    d = split_diffs(m)
+    means = donor_means(d, splits)
+    ref = wilcoxon(means.to_numpy(), correction=True)
+    assert row["n_donors"] == row["lodo_n"] == 10
+    assert row["lodo_statistic"] == pytest.approx(ref.statistic) and row["lodo_p_value"] == pytest.approx(ref.pvalue)
+    ranks = rankdata(means.abs())
+    assert row["rank_biserial"] == pytest.approx((ranks[means > 0].sum() - ranks[means < 0].sum()) / ranks.sum())
+    test = splits[splits["role"] == "test"]
+    left_out = [d.drop(test.loc[test["donor"] == donor, "split"]).mean() for donor in means.index]
+    assert (row["lodo_min_diff"], row["lodo_max_diff"]) == pytest.approx((min(left_out), max(left_out)))
+
+
+def test_donor_level_bh_and_missing_pairs():
+    m = random_metrics(seed=2)
+    from fmextract.splits import make_splits
+
+    splits = make_splits([f"D{i}" for i in range(6)], n_test_donors=2, seed=0, n_splits=15)
+    drop = ((m["method"] == "pca") & m["split"].isin(["split000", "split001"])) | \
+           ((m["method"] == "extracted") & (m["split"] == "split002"))
+    t = donor_level_tests(m[~drop], splits, n_boot=200)
+    assert list(t.columns) == DONOR_COLUMNS and len(t) == 9
+    np.testing.assert_allclose(t["q_value"], multipletests(t["lodo_p_value"], method="fdr_bh")[1])
+    assert not np.allclose(t["q_value"], multipletests(t["lodo_p_value"], method="holm")[1])
+    split_level = paired_tests(m[~drop])
+    assert (t["n_splits"].to_numpy() == split_level["n"].to_numpy()).all()
+    assert (t["n_dropped"].to_numpy() == split_level["n_dropped"].to_numpy()).all()
+    assert t.loc[t["method"] == "pca", "n_dropped"].eq(3).all() and (t["n_donors"] == 6).all()
+
+
+def test_donor_level_rows_without_pairs_or_with_one_donor():
+    splits = pd.DataFrame({"split": ["a", "a", "b", "b", "c", "c"], "donor": ["x", "y"] * 3,
+                           "role": ["test", "train"] * 3})  # donor x is the only test donor
+    rows = [{"split": "a", "method": "extracted", "endpoint": "e", "value": 0.5},
+            {"split": "b", "method": "other", "endpoint": "e", "value": 0.4}]
+    rows += [{"split": s, "method": meth, "endpoint": "f", "value": v}
+             for s in "abc" for meth, v in (("extracted", 0.9), ("other", 0.5 + 0.1 * "abc".index(s)))]
+    t = donor_level_tests(pd.DataFrame(rows), splits).set_index("endpoint")
+    e, f = t.loc["e"], t.loc["f"]
+    assert (e["n_splits"], e["n_dropped"], e["n_donors"], e["lodo_n"]) == (0, 2, 0, 0)
+    assert e[["mean_diff", "ci_low", "ci_high", "lodo_p_value", "lodo_min_diff", "q_value"]].isna().all()
+    assert (f["n_splits"], f["n_donors"]) == (3, 1) and f["mean_diff"] == pytest.approx(0.3)
+    assert np.isnan(f["ci_low"]) and np.isnan(f["lodo_min_diff"])  # one donor: nothing to resample or leave out
+    assert f["lodo_p_value"] == 1 and f["q_value"] == 1
+
+
+def test_donor_level_bad_inputs():
+    m, splits = donor_panel(n_splits=10)
+    with pytest.raises(InputError, match="lacks column"):
+        donor_level_tests(m, splits.drop(columns="role"))
+    with pytest.raises(InputError, match="no test donor"):
+        donor_level_tests(m, splits[splits["split"] != "split003"])
+    with pytest.raises(InputError, match="n_bootstrap"):
+        donor_level_tests(m, splits, n_boot=0)
+    with pytest.raises(InputError, match="confidence level"):
+        donor_level_tests(m, splits, ci=95)
+    with pytest.raises(InputError, match="stats.reference"):
+        donor_level_tests(m, splits, reference="nope")

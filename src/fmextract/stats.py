@@ -1,4 +1,4 @@
-"""Paired statistics over splits: Wilcoxon signed-rank (reference vs each method), BH across all comparisons.
+"""Paired statistics: Wilcoxon signed-rank (reference vs each method) over splits and over unique test donors, BH.
 
 Conventions:
 
@@ -13,18 +13,44 @@ Conventions:
 - when every difference is zero the test is undefined; we report statistic 0, p = 1, rank-biserial 0;
 - q-values: Benjamini–Hochberg (``pingouin.multicomp(method="fdr_bh")``) across every row of the table (all
   endpoints and methods together); rows without pairs (p NaN) are left out of the correction.
+
+Donor-level tests (``donor_level_tests``). The splits reuse a few test donors (the paper: 88 splits, 15 donors), so
+splits are not independent and split-level tests overstate n. The unit here is the unique test donor:
+
+- pairs are formed and dropped exactly as above; each paired split's test donors come from the splits table
+  (rows with ``role == "test"``); a split may hold out several donors;
+- bootstrap: a donor-clustered percentile bootstrap (``scipy.stats.bootstrap``, ``paired=True``) of the mean
+  difference. Unique test donors are resampled with replacement; each drawn donor brings every split in which it is a
+  test donor, with weight 1/k for a split holding out k donors (multiple-membership weighting: the split is shared
+  equally among its test donors). The statistic is the weighted mean Σ w·d / Σ w over the drawn donors, which on the
+  original sample is exactly the plain mean over splits (``mean_diff``), so the interval is centred on it; a split
+  comes back with full weight only when all its test donors are drawn. Clustering on whole test-donor sets instead
+  would not help, since different sets share donors and would not be independent. Fewer than 2 donors: no interval;
+- per-donor test: the difference is averaged per unique test donor over the splits where it is tested, then a
+  Wilcoxon signed-rank over donors (``wilcoxon_pair`` on the donor means against 0; n = donors). With k > 1 a split
+  enters k donor means, so these are still not fully independent, but n is the number of donors, not splits;
+- leave-one-donor-out sensitivity: each donor is left out in turn by dropping every split in which it is tested (a
+  split's metric pools its test donors' cells, so it cannot be divided), and the mean difference over the remaining
+  splits is recomputed; ``lodo_min_diff``/``lodo_max_diff`` give the range (NaN when a donor is in every split);
+- q-values: Benjamini–Hochberg across rows on ``lodo_p_value``, as above.
 """
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 import pingouin
+from scipy import stats as sps
 
 from fmextract.errors import InputError
 
 TEST_COLUMNS = ["endpoint", "method", "reference", "n", "n_dropped", "median_diff", "mean_reference", "mean_method",
                 "statistic", "p_value", "rank_biserial", "q_value"]
+DONOR_COLUMNS = ["endpoint", "method", "reference", "n_splits", "n_dropped", "n_donors", "mean_diff", "median_diff",
+                 "ci_low", "ci_high", "lodo_n", "lodo_statistic", "lodo_p_value", "rank_biserial", "lodo_min_diff",
+                 "lodo_max_diff", "q_value"]
 
 
 def _check_metrics(metrics: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -42,6 +68,22 @@ def _check_metrics(metrics: pd.DataFrame, source: str) -> pd.DataFrame:
     return m
 
 
+def _pairs(m: pd.DataFrame, reference: str, source: str) -> Iterator[tuple[str, str, pd.DataFrame, int]]:
+    """(endpoint, method, splits with both values, number of splits with only one) per comparison with the reference."""
+    if reference not in set(m["method"]):
+        raise InputError(f"{source}: reference method '{reference}' is not in the metrics table "
+                         f"(methods: {sorted(set(m['method']))}); set stats.reference to one of them")
+    for endpoint, sub in m.groupby("endpoint", sort=True):
+        wide = sub.pivot(index="split", columns="method", values="value")
+        if reference not in wide.columns or not wide[reference].notna().any():
+            continue
+        for method in sorted(c for c in wide.columns if c != reference):
+            pair = wide[[reference, method]]
+            if pair[method].notna().any():
+                both = pair.dropna()
+                yield endpoint, method, both, int(pair.notna().any(axis=1).sum() - len(both))
+
+
 def wilcoxon_pair(reference: np.ndarray, method: np.ndarray, *, alternative: str = "two-sided") -> dict:
     """Paired Wilcoxon of reference vs method: statistic (W), p_value, rank_biserial; all-zero differences -> p = 1."""
     d = np.asarray(reference, dtype=float) - np.asarray(method, dtype=float)
@@ -56,37 +98,99 @@ def wilcoxon_pair(reference: np.ndarray, method: np.ndarray, *, alternative: str
 def paired_tests(metrics: pd.DataFrame, *, reference: str = "extracted", alternative: str = "two-sided") -> pd.DataFrame:
     """One row per (endpoint, method ≠ reference): paired Wilcoxon over shared splits, effect sizes, BH q-value."""
     m = _check_metrics(metrics, "paired_tests")
-    if reference not in set(m["method"]):
-        raise InputError(f"paired_tests: reference method '{reference}' is not in the metrics table "
-                         f"(methods: {sorted(set(m['method']))}); set stats.reference to one of them")
     if alternative not in ("two-sided", "greater", "less"):
         raise InputError(f"paired_tests: alternative '{alternative}' is unknown; use two-sided, greater or less")
     rows = []
-    for endpoint, sub in m.groupby("endpoint", sort=True):
-        wide = sub.pivot(index="split", columns="method", values="value")
-        if reference not in wide.columns or not wide[reference].notna().any():
-            continue
-        for method in sorted(c for c in wide.columns if c != reference):
-            pair = wide[[reference, method]]
-            if not pair[method].notna().any():
-                continue
-            both = pair.dropna()
-            either = pair.notna().any(axis=1).sum()
-            x, y = both[reference].to_numpy(), both[method].to_numpy()
-            rows.append({
-                "endpoint": endpoint, "method": method, "reference": reference, "n": len(both),
-                "n_dropped": int(either - len(both)),
-                "median_diff": float(np.median(x - y)) if len(both) else np.nan,
-                "mean_reference": float(x.mean()) if len(both) else np.nan,
-                "mean_method": float(y.mean()) if len(both) else np.nan,
-                **wilcoxon_pair(x, y, alternative=alternative),
-            })
+    for endpoint, method, both, n_dropped in _pairs(m, reference, "paired_tests"):
+        x, y = both[reference].to_numpy(), both[method].to_numpy()
+        rows.append({
+            "endpoint": endpoint, "method": method, "reference": reference, "n": len(both), "n_dropped": n_dropped,
+            "median_diff": float(np.median(x - y)) if len(both) else np.nan,
+            "mean_reference": float(x.mean()) if len(both) else np.nan,
+            "mean_method": float(y.mean()) if len(both) else np.nan,
+            **wilcoxon_pair(x, y, alternative=alternative),
+        })
     table = pd.DataFrame(rows, columns=TEST_COLUMNS[:-1])
     table["q_value"] = np.nan
     ok = table["p_value"].notna().to_numpy()
     if ok.any():
         table.loc[ok, "q_value"] = pingouin.multicomp(table.loc[ok, "p_value"].to_numpy(), method="fdr_bh")[1]
     return table[TEST_COLUMNS]
+
+
+def _test_donors(splits: pd.DataFrame) -> dict[str, frozenset[str]]:
+    """Split name -> its set of test donors, from the long splits table (split, donor, role)."""
+    missing = [c for c in ("split", "donor", "role") if c not in splits.columns]
+    if missing:
+        raise InputError(f"donor_level_tests: splits table lacks column(s) {missing}; expected split, donor, role "
+                         "(results/splits/splits.tsv)")
+    test = splits[splits["role"].astype(str) == "test"]
+    return {str(k): frozenset(g.astype(str)) for k, g in test.groupby(test["split"].astype(str))["donor"]}
+
+
+def _weighted_mean(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Σ num / Σ den along axis: the cluster-weighted mean difference of a (re)sample of donors."""
+    return num.sum(axis=axis) / den.sum(axis=axis)
+
+
+def _donor_row(d: np.ndarray, member: np.ndarray, *, n_boot: int, seed: int, ci: float) -> dict:
+    """Donor-level statistics of split differences `d` given the donor x split test-membership matrix."""
+    nan = {k: np.nan for k in ("ci_low", "ci_high", "lodo_statistic", "lodo_p_value", "rank_biserial",
+                                "lodo_min_diff", "lodo_max_diff")}
+    if d.size == 0:
+        return {"mean_diff": np.nan, "median_diff": np.nan, "lodo_n": 0, **nan}
+    weight = member / member.sum(axis=0)  # a split holding out k donors gives each of them weight 1/k
+    out = {"mean_diff": float(d.mean()), "median_diff": float(np.median(d)), "lodo_n": member.shape[0], **nan}
+    if member.shape[0] >= 2:
+        boot = sps.bootstrap((weight @ d, weight.sum(axis=1)), _weighted_mean, paired=True, vectorized=True,
+                             n_resamples=n_boot, confidence_level=ci, method="percentile",
+                             rng=np.random.default_rng(seed))
+        out["ci_low"], out["ci_high"] = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    donor_mean = (member @ d) / member.sum(axis=1)
+    test = wilcoxon_pair(donor_mean, np.zeros_like(donor_mean))
+    out.update(lodo_statistic=test["statistic"], lodo_p_value=test["p_value"], rank_biserial=test["rank_biserial"])
+    left_out = [d[~row].mean() for row in member if (~row).any()]
+    if left_out:
+        out["lodo_min_diff"], out["lodo_max_diff"] = float(min(left_out)), float(max(left_out))
+    return out
+
+
+def donor_level_tests(metrics: pd.DataFrame, splits: pd.DataFrame, *, reference: str = "extracted",
+                      n_boot: int = 2000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+    """One row per (endpoint, method ≠ reference) on unique test donors (see the module docstring).
+
+    Columns: ``n_splits`` paired splits and ``n_dropped`` unpaired ones (as ``n``/``n_dropped`` in paired_tests);
+    ``n_donors`` unique test donors of the paired splits; ``mean_diff``/``median_diff`` of reference − method over
+    the paired splits; ``ci_low``/``ci_high`` the donor-clustered bootstrap interval (level ``ci``, ``n_boot``
+    resamples, seeded) of ``mean_diff``; ``lodo_n``, ``lodo_statistic`` (W), ``lodo_p_value`` and ``rank_biserial``
+    of the Wilcoxon over per-donor mean differences; ``lodo_min_diff``/``lodo_max_diff`` the range of the mean
+    difference when each donor's splits are left out in turn; ``q_value`` BH over ``lodo_p_value``.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise InputError(f"donor_level_tests: stats.n_bootstrap is {n_boot!r}; set a positive integer")
+    if not 0 < ci < 1:
+        raise InputError(f"donor_level_tests: confidence level {ci!r} must lie strictly between 0 and 1")
+    m = _check_metrics(metrics, "donor_level_tests")
+    m["split"] = m["split"].astype(str)
+    test_sets = _test_donors(splits)
+    rows = []
+    for endpoint, method, both, n_dropped in _pairs(m, reference, "donor_level_tests"):
+        unknown = sorted(set(both.index) - set(test_sets))
+        if unknown:
+            raise InputError(f"donor_level_tests: split(s) {unknown[:3]} have metrics but no test donor in the "
+                             "splits table; rerun the splits rule so metrics and splits.tsv agree")
+        donors = sorted(set().union(*(test_sets[s] for s in both.index)))
+        member = np.array([[dn in test_sets[s] for s in both.index] for dn in donors], dtype=bool)
+        d = both[reference].to_numpy() - both[method].to_numpy()
+        rows.append({"endpoint": endpoint, "method": method, "reference": reference, "n_splits": len(both),
+                     "n_dropped": n_dropped, "n_donors": len(donors),
+                     **_donor_row(d, member.reshape(len(donors), len(both)), n_boot=n_boot, seed=seed, ci=ci)})
+    table = pd.DataFrame(rows, columns=DONOR_COLUMNS[:-1])
+    table["q_value"] = np.nan
+    ok = table["lodo_p_value"].notna().to_numpy()
+    if ok.any():
+        table.loc[ok, "q_value"] = pingouin.multicomp(table.loc[ok, "lodo_p_value"].to_numpy(), method="fdr_bh")[1]
+    return table[DONOR_COLUMNS]
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-# Collect per-split metrics, runtimes and parameter counts; paired Wilcoxon + BH against the reference method.
+# Collect per-split metrics, runtimes and parameter counts; paired Wilcoxon + BH against the reference method, over
+# splits and over unique test donors (clustered bootstrap CI, per-donor Wilcoxon, leave-one-donor-out).
 
 
 rule collect:
@@ -28,11 +29,15 @@ rule stats:
     input:
         metrics="results/tables/metrics.tsv",
         runtime="results/tables/runtime.tsv",
+        splits="results/splits/splits.tsv",
     output:
         stats="results/tables/stats.tsv",
         summary="results/tables/summary.tsv",
+        donor="results/tables/stats_donor_level.tsv",
     params:
         reference=config["stats"]["reference"],
+        n_boot=config["stats"].get("n_bootstrap", 2000),
+        seed=SEED,
     log:
         "results/logs/stats.log",
     benchmark:

@@ -1,4 +1,4 @@
-"""Rules collect and stats: join per-split outputs, then paired Wilcoxon + BH against the reference method."""
+"""Rules collect and stats: join per-split outputs, then paired Wilcoxon + BH (over splits and donors)."""
 
 import json
 import logging
@@ -33,7 +33,7 @@ if rule == "collect":
     write_tsv(params, snakemake.output.parameters)
 
 elif rule == "stats":
-    from fmextract.stats import paired_tests, summary_table
+    from fmextract.stats import donor_level_tests, paired_tests, summary_table
 
     metrics = read_tsv(snakemake.input.metrics)
     table = paired_tests(metrics, reference=snakemake.params.reference)
@@ -41,6 +41,12 @@ elif rule == "stats":
     for row in dropped.itertuples():
         log.warning("%s vs %s on %s: %d split(s) without a pair dropped", row.method, row.reference, row.endpoint, row.n_dropped)
     write_tsv(table, snakemake.output.stats)
+    donor = donor_level_tests(metrics, read_tsv(snakemake.input.splits), reference=snakemake.params.reference,
+                              n_boot=snakemake.params.n_boot, seed=snakemake.params.seed)
+    log.info("%d comparisons with q < 0.05 over splits, %d over unique test donors (of %d; at most %d donors, "
+             "%d bootstrap resamples)", (table["q_value"] < 0.05).sum(), (donor["q_value"] < 0.05).sum(), len(donor),
+             donor["n_donors"].max() if len(donor) else 0, snakemake.params.n_boot)
+    write_tsv(donor, snakemake.output.donor)
     summary = summary_table(metrics)
     runtime = read_tsv(snakemake.input.runtime).groupby("method")["seconds"].sum()
     log.info("campaign seconds per method:\n%s", runtime.to_string())
