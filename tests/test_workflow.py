@@ -90,6 +90,9 @@ def test_stats_table(run):
     assert set(s["method"]) == set(methods(run)) - {"extracted"} and (s["reference"] == "extracted").all()
     assert np.isfinite(s[["p_value", "q_value"]].to_numpy()).all()
     assert (s["q_value"] >= s["p_value"] - 1e-12).all() and s["q_value"].le(1).all()
+    donor = table(run, "stats_donor_level.tsv")
+    assert {"n_donors", "ci_low", "ci_high", "lodo_p_value", "q_value"} <= set(donor.columns)
+    assert set(donor["method"]) == set(s["method"]) and (donor["ci_low"] <= donor["ci_high"]).all()
 
 
 def test_summary_runtime_parameters(run):

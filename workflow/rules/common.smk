@@ -97,6 +97,7 @@ def final_outputs():
     return [
         "results/tables/metrics.tsv",
         "results/tables/stats.tsv",
+        "results/tables/stats_donor_level.tsv",
         "results/tables/summary.tsv",
         "results/tables/runtime.tsv",
         "results/tables/parameters.tsv",
