@@ -1,4 +1,5 @@
-# Manifold validation on anchors (reference panel, its shuffled-gene negative control) and zero-shot transfer.
+# Manifold validation on anchors (reference panel, its shuffled-gene negative control) and zero-shot transfer; the
+# supplementary second manifold: the same validation against the intercellular-communication ruler.
 
 
 rule manifold_validation:
@@ -6,9 +7,12 @@ rule manifold_validation:
         feature_map="results/operators/pooled_drift.npz",
         adaptor="results/adaptor/pooled_drift_anchor.npz",
         h5ad="results/data/benchmark.h5ad",
+        reference="results/data/reference.h5ad",
+        reference_donors="results/data/reference_donors.txt",
         immune=zero_shot_panel,
         stage_table=config["data"]["stage_table"],
         stage_graph=config["data"]["stage_graph"],
+        lr_pairs=config["data"]["ligand_receptor_pairs"],
     output:
         table="results/tables/manifold_validation.tsv",
         latent="results/validation/anchor_latent.tsv",

@@ -1,4 +1,5 @@
-"""Rule manifold_validation: gates on reference anchors, the shuffled-gene negative control, zero-shot immune panel."""
+"""Rule manifold_validation: gates on reference anchors, the shuffled-gene negative control, zero-shot immune panel,
+and the supplementary second manifold (the same gates against the intercellular-communication ruler)."""
 
 import logging
 
@@ -6,7 +7,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from fmextract import data, logs, stages, validation
+from fmextract import communication, data, logs, stages, validation
 from fmextract.adaptor import Adaptor
 from fmextract.features import FeatureMap
 from fmextract.io import write_tsv
@@ -35,6 +36,30 @@ tables = [validation.gate_table(values, "reference", cfg["gates"])]
 shuffled = fmap.transform(validation.shuffle_gene_panel(profiles, seed=seed))
 tables.append(validation.gate_table(validation.manifold_metrics(shuffled, meta, ruler, **kw), "negative_control_shuffled_genes",
                                     cfg["gates"]))
+
+# Second manifold: the communication ruler from the reference anchors over all measured genes (an HVG panel holds few
+# ligand-receptor genes); adaptor refitted against it inside manifold_metrics, same gates, same negative control.
+pairs = communication.load_pairs(snakemake.input.lr_pairs)
+with data.open_backed(snakemake.input.reference) as full:
+    pairs_used = communication.usable_pairs(pairs, full.var_names)
+    lr_genes = sorted(set(pairs_used["ligand"]) | set(pairs_used["receptor"]))
+    X_lr, _ = data.align_genes(full, lr_genes)
+    lr_profiles, lr_meta = data.anchors(ad.AnnData(X=X_lr, obs=full.obs), min_cells=snakemake.params.min_cells)
+with open(snakemake.input.reference_donors) as fh:
+    ruler_donors = {line.strip() for line in fh if line.strip()}
+fit = lr_meta["donor"].astype(str).isin(ruler_donors).to_numpy()  # the ruler sees reserved reference donors only
+comm_ruler = communication.communication_ruler(lr_profiles[fit], lr_meta[fit].reset_index(drop=True), lr_genes, pairs,
+                                               source=snakemake.input.lr_pairs)
+on_ruler = meta["stage"].astype(str).isin(comm_ruler.index).to_numpy()
+log.info("communication ruler: %d of %d ligand-receptor pairs measured, %d stages from %d reference donors; "
+         "%d of %d anchors on its stages", len(pairs_used), len(pairs), len(comm_ruler), len(ruler_donors),
+         on_ruler.sum(), len(meta))
+comm_meta = meta[on_ruler].reset_index(drop=True)
+comm = validation.manifold_metrics(F[on_ruler], comm_meta, comm_ruler, **kw)
+comm["lr_pairs_used"] = float(len(pairs_used))
+tables.append(validation.gate_table(comm, "communication", cfg["gates"]))
+tables.append(validation.gate_table(validation.manifold_metrics(shuffled[on_ruler], comm_meta, comm_ruler, **kw),
+                                    "communication_negative_control_shuffled_genes", cfg["gates"]))
 
 latent = pd.DataFrame(frozen.transform(F), columns=[f"z{i}" for i in range(frozen.W.shape[0])])
 latent = pd.concat([meta.assign(panel="reference"), latent], axis=1)
