@@ -13,6 +13,7 @@ include: "workflow/rules/methods.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/validation.smk"
 include: "workflow/rules/interpret.smk"
+include: "workflow/rules/head.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -150,3 +150,12 @@ def test_report_builds_with_figures(run):
     snakemake(run, "--report", "results/report.html")
     html = (run / "results" / "report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "manifold" in html
+
+
+def test_standalone_head_applied_to_immune_panel(run):
+    import anndata as ad
+
+    applied = ad.read_h5ad(run / "results" / "head" / "immune_applied.h5ad")
+    assert applied.obsm["X_fmextract"].shape == (applied.n_obs, 10)
+    assert {"fmextract_branch", "fmextract_stage", "fmextract_pseudotime"} <= set(applied.obs.columns)
+    assert np.isfinite(applied.obs["fmextract_pseudotime"]).all()

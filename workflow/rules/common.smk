@@ -107,4 +107,6 @@ def final_outputs():
         "results/tables/factor_ablation.tsv",
         "results/tables/factor_programs.tsv",
         "results/figures/manifold.png",
+        "results/head/fmextract_head.npz",
+        *(["results/head/immune_applied.h5ad"] if "immune" in config["panels"] else []),
     ]

@@ -1,0 +1,143 @@
+"""Command line of the standalone algorithm: `fmextract apply HEAD INPUT.h5ad OUTPUT.h5ad`, `fmextract info HEAD`.
+
+Bad input ends with a one-line message on stderr and exit status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Sequence
+
+from fmextract.errors import InputError
+
+APPLY_HELP = """\
+Map the cells of INPUT.h5ad through the exported head and write OUTPUT.h5ad: a copy of the input plus
+obsm['X_fmextract'] (the latent), obsm['fmextract_branch_proba'] / ['fmextract_stage_proba'], obs columns
+fmextract_branch, fmextract_stage (+ _probability), one fmextract_<subtype> probability per subtype readout
+(e.g. fmextract_cd4_cd8 = P(CD4)), fmextract_pseudotime (predicted depth, 0 = HSC/MPP) and uns['fmextract']
+(gene coverage).
+
+INPUT must hold RAW integer counts over all measured genes (layers['counts'] if present, else X, or the
+layer named by --counts-layer); the head applies the pipeline's log1p(CP10k) normalisation itself. Genes
+are matched by symbol: var_names, or the var column named by --gene-symbol-column (CELLxGENE: feature_name).
+"""
+
+
+def _read_h5ad(path: str):
+    """An .h5ad read into memory; a missing or unreadable file raises a one-line InputError."""
+    import anndata as ad
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: input file not found; pass an existing .h5ad with raw counts")
+    try:
+        return ad.read_h5ad(path)
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"{path}: cannot be read as .h5ad ({type(err).__name__}); pass an AnnData .h5ad file") from None
+
+
+def _apply(args: argparse.Namespace) -> int:
+    """`fmextract apply`: load, apply, write atomically; print coverage and timing."""
+    from fmextract.data import write_h5ad
+    from fmextract.head import LATENT_KEY, PREFIX, Head
+
+    t0 = time.perf_counter()
+    head = Head.load(args.head)
+    adata = _read_h5ad(args.input)
+    t1 = time.perf_counter()
+    head.apply(adata, counts_layer=args.counts_layer, gene_symbol_column=args.gene_symbol_column,
+               min_coverage=args.min_coverage, batch_size=args.batch_size, source=args.input, inplace=True)
+    t2 = time.perf_counter()
+    write_h5ad(adata, args.output)
+    t3 = time.perf_counter()
+    info = adata.uns["fmextract"]
+    print(f"{args.input}: {adata.n_obs:,} cells; {info['n_genes_found']} of {info['n_panel_genes']} panel genes found "
+          f"(coverage {info['coverage']:.1%}); counts from {info['counts']}")
+    print(f"timing: read {t1 - t0:.2f} s, apply {t2 - t1:.2f} s ({adata.n_obs / max(t2 - t1, 1e-9):,.0f} cells/s), "
+          f"write {t3 - t2:.2f} s")
+    columns = [c for c in adata.obs.columns if c.startswith(PREFIX)]
+    print(f"wrote {args.output}: obsm['{LATENT_KEY}'] ({adata.obsm[LATENT_KEY].shape[1]} dims), obs {', '.join(columns)}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    """`fmextract info`: what a head file holds."""
+    from fmextract.head import Head
+
+    head = Head.load(args.head)
+    m = head.meta
+    fm = m["feature_map"]
+    print(f"{args.head} ({Path(args.head).stat().st_size / 1e6:.2f} MB), fmextract {m['fmextract_version']}")
+    print(f"panel: {fm['n_genes']} genes; feature map: {fm['kind']}, {fm['n_features']} features; "
+          f"latent: {m['latent_dim']} dims")
+    print(f"input: {m['input']['expects']}, normalised as {m['input']['normalisation']}")
+    for key, clf in head.readouts.classifiers.items():
+        print(f"readout {key}: {len(clf.classes_)} classes ({', '.join(map(str, clf.classes_))})")
+    for name, spec in head.subtypes.items():
+        state = "skipped: " + head.readouts.skipped[name] if name in head.readouts.skipped else "fitted"
+        print(f"readout {name}: P({'/'.join(spec['positive'])}) vs {'/'.join(spec['negative'])} ({state})")
+    print(f"trained on {m['training']['n_cells']:,} cells of {len(m['training']['donors'])} donors, seed {m['seed']}")
+    print("trainable parameters: " + ", ".join(f"{k} {v:,}" for k, v in m["n_parameters"].items()))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `fmextract` argument parser with its subcommands."""
+    from fmextract.features import BATCH_ROWS
+
+    parser = argparse.ArgumentParser(
+        prog="fmextract",
+        description="Apply the algorithm extracted from scGPT attention (one exported head file) to new cells.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('fmextract')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("apply", help="embed and annotate the cells of an .h5ad with a head", description=APPLY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("head", metavar="HEAD", help="head file (.npz) written by the export_head rule or Head.save")
+    p.add_argument("input", metavar="INPUT.h5ad", help="cells to annotate, raw counts")
+    p.add_argument("output", metavar="OUTPUT.h5ad", help="where to write the annotated copy (written atomically)")
+    p.add_argument("--gene-symbol-column", metavar="COL", default=None,
+                   help="var column with gene symbols (default: var_names; CELLxGENE files: feature_name)")
+    p.add_argument("--counts-layer", metavar="NAME", default=None,
+                   help="layer with raw counts (default: layers['counts'] if present, else X)")
+    p.add_argument("--min-coverage", metavar="F", type=_fraction, default=0.5,
+                   help="fail if fewer than this fraction of panel genes is found (default: %(default)s)")
+    p.add_argument("--batch-size", metavar="N", type=_positive_int, default=BATCH_ROWS,
+                   help="cells per batch; bounds memory (default: %(default)s)")
+    p.set_defaults(func=_apply)
+    p = sub.add_parser("info", help="describe a head file", description="Print what a head file holds.")
+    p.add_argument("head", metavar="HEAD", help="head file (.npz)")
+    p.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input, with a one-line message on stderr)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="fmextract: %(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except InputError as err:
+        print(f"fmextract: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

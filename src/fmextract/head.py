@@ -1,0 +1,316 @@
+"""The standalone algorithm: one file bundling the gene panel, feature map, adaptor and readouts, applied to new cells.
+
+`build_head` fits the pipeline's shared readouts (`readouts.fit_readouts`, as `methods.evaluate` does) on the latent
+of training cells; `Head.save` writes everything into ONE .npz (no pickle: the feature map and adaptor files are
+embedded byte for byte, every fitted sklearn estimator is stored as its arrays plus its parameters as JSON);
+`Head.apply` maps raw counts of any panel to the latent and the readouts' predictions, in cell batches.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Mapping
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler
+
+from fmextract.adaptor import Adaptor
+from fmextract.chunks import map_rows
+from fmextract.data import _log_cp10k
+from fmextract.errors import InputError
+from fmextract.features import BATCH_ROWS, FeatureMap
+from fmextract.io import atomic_path
+from fmextract.readouts import Readouts, _Constant, fit_readouts
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fmextract-head"
+FORMAT_VERSION = 1
+#: CP10k: counts per cell scaled to this total before log1p, as the pipeline's prepare step does.
+TARGET_SUM = 1e4
+#: obsm key of the latent written by `Head.apply`; obs columns are prefixed with `PREFIX`.
+LATENT_KEY = "X_fmextract"
+PREFIX = "fmextract_"
+
+#: Fitted attributes that fully define each readout estimator's predictions (stored as arrays).
+_FITTED: dict[str, tuple[type, tuple[str, ...]]] = {
+    "StandardScaler": (StandardScaler, ("mean_", "scale_", "var_", "n_samples_seen_", "n_features_in_")),
+    "LogisticRegression": (LogisticRegression, ("classes_", "coef_", "intercept_", "n_features_in_")),
+    "LinearRegression": (LinearRegression, ("coef_", "intercept_", "n_features_in_")),
+    "Ridge": (Ridge, ("coef_", "intercept_", "n_features_in_")),
+    "_Constant": (_Constant, ("classes_",)),
+}
+
+
+def _embed(fmap: FeatureMap, adaptor: Adaptor, X: Any, batch_size: int) -> np.ndarray:
+    """Latent z = adaptor(x M) of log1p(CP10k) panel rows X, batch by batch (the `extracted` method's embedding)."""
+    return fmap.transform(X, batch_size=batch_size, then=adaptor.transform)
+
+
+def _file_bytes(save: Any, name: str) -> np.ndarray:
+    """Bytes of the file an object's `save(path)` writes, as a uint8 array."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, name)
+        save(path)
+        return np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+
+
+def _estimator_arrays(slot: str, est: Any) -> tuple[dict, dict[str, np.ndarray]]:
+    """(JSON spec, arrays) of one fitted readout estimator; `_estimator` rebuilds it."""
+    kind = type(est).__name__
+    if kind not in _FITTED:
+        raise TypeError(f"readout {slot}: cannot store a {kind}")
+    spec = {"type": kind, "params": est.get_params() if hasattr(est, "get_params") else {}}
+    arrays = {}
+    for attr in _FITTED[kind][1]:
+        value = np.asarray(getattr(est, attr))
+        arrays[f"readouts/{slot}/{attr}"] = value.astype(str) if value.dtype == object else value  # labels: no pickle
+    return spec, arrays
+
+
+def _estimator(slot: str, spec: Mapping, z: Mapping[str, np.ndarray]) -> Any:
+    """The estimator stored by `_estimator_arrays`, with its fitted attributes set (0-d arrays as scalars)."""
+    cls, attrs = _FITTED[spec["type"]]
+    values = {a: z[f"readouts/{slot}/{a}"] for a in attrs}
+    values = {a: (v.item() if v.ndim == 0 else v) for a, v in values.items()}
+    if cls is _Constant:
+        return _Constant(classes_=values["classes_"])
+    est = cls(**spec["params"])
+    for attr, value in values.items():
+        setattr(est, attr, value)
+    return est
+
+
+@dataclass
+class Head:
+    """The exported algorithm: feature map (panel genes + operator), adaptor and fitted readouts, plus metadata."""
+
+    fmap: FeatureMap
+    adaptor: Adaptor
+    readouts: Readouts
+    meta: dict
+
+    @property
+    def genes(self) -> list[str]:
+        """Panel gene symbols, in feature-map order."""
+        return self.fmap.genes
+
+    @property
+    def subtypes(self) -> dict[str, dict[str, list[str]]]:
+        """Subtype endpoint definitions the readouts were fitted with ({name: {positive, negative}})."""
+        return self.meta["subtypes"]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the head as ONE .npz (loadable with allow_pickle=False), atomically."""
+        arrays = {"feature_map": _file_bytes(self.fmap.save, "feature_map.npz"),
+                  "adaptor": _file_bytes(self.adaptor.save, "adaptor.npz")}
+        r = self.readouts
+        models = {"scaler": r.scaler, **{f"classifier.{k}": v for k, v in r.classifiers.items()},
+                  **{f"subtype.{k}": v for k, v in r.subtypes.items() if v is not None}, "depth": r.depth}
+        specs = {}
+        for slot, est in models.items():
+            specs[slot], arr = _estimator_arrays(slot, est)
+            arrays.update(arr)
+        meta = {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION, "readouts": specs,
+                "classifiers": list(r.classifiers), "skipped": r.skipped}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Head":
+        """Read a head written by `save`; a missing or foreign file raises a one-line InputError."""
+        fix = "pass the .npz written by Head.save (the pipeline's results/head/fmextract_head.npz)"
+        if not Path(path).is_file():
+            raise InputError(f"{path}: head file not found; {fix}")
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile):
+            raise InputError(f"{path}: not a readable .npz file; {fix}") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: holds a single array, not an fmextract head; {fix}")
+        with z:
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+            if meta.get("format") != FORMAT:
+                raise InputError(f"{path}: not an fmextract head (no '{FORMAT}' metadata); {fix}")
+            if meta["format_version"] > FORMAT_VERSION:
+                raise InputError(f"{path}: head format {meta['format_version']} is newer than this fmextract "
+                                 f"({version('fmextract')}) reads ({FORMAT_VERSION}); upgrade fmextract")
+            fmap = FeatureMap.load(io.BytesIO(z["feature_map"].tobytes()))
+            adaptor = Adaptor.load(io.BytesIO(z["adaptor"].tobytes()))
+            specs = meta.pop("readouts")
+            est = {slot: _estimator(slot, spec, z) for slot, spec in specs.items()}
+        readouts = Readouts(
+            scaler=est["scaler"],
+            classifiers={k: est[f"classifier.{k}"] for k in meta.pop("classifiers")},
+            subtypes={name: est.get(f"subtype.{name}") for name in meta["subtypes"]},
+            depth=est["depth"],
+            skipped=meta.pop("skipped"),
+        )
+        for key in ("format", "format_version"):
+            meta.pop(key)
+        return cls(fmap=fmap, adaptor=adaptor, readouts=readouts, meta=meta)
+
+    def apply(
+        self,
+        adata: ad.AnnData,
+        *,
+        counts_layer: str | None = None,
+        gene_symbol_column: str | None = None,
+        min_coverage: float = 0.5,
+        batch_size: int = BATCH_ROWS,
+        source: str = "input",
+        inplace: bool = False,
+    ) -> ad.AnnData:
+        """Latent and readout predictions for every cell of `adata`.
+
+        Expected input: RAW integer counts (UMIs) over all measured genes, cells x genes, in `layers[counts_layer]`
+        (default: `layers["counts"]` if present, else X). The head normalises them itself exactly as the pipeline
+        does: log1p(CP10k) with the library size over all (symbol-deduplicated) genes, then the panel genes. Do not
+        pass log-normalised or panel-only data. Genes are matched by symbol (var_names or
+        `var[gene_symbol_column]`, e.g. CELLxGENE's `feature_name`); absent panel genes count as zero, and fewer
+        than `min_coverage` of them present raises InputError. Cells are processed `batch_size` at a time.
+
+        Writes (on a copy unless `inplace`): obsm["X_fmextract"] (latent), obsm["fmextract_branch_proba"] and
+        ["fmextract_stage_proba"] (class probabilities), obs `fmextract_branch` / `fmextract_stage` (most likely
+        class) with `_probability`, `fmextract_<subtype>` (probability of the subtype's positive stages, e.g.
+        CD4 for cd4_cd8; NaN if that readout could not be fitted), `fmextract_pseudotime` (predicted depth,
+        0 = HSC/MPP) and uns["fmextract"] (coverage, missing genes, counts source).
+        """
+        if not 0.0 <= min_coverage <= 1.0:
+            raise InputError(f"{source}: min_coverage={min_coverage} must lie in [0, 1]")
+        if batch_size < 1:
+            raise InputError(f"{source}: batch_size={batch_size} must be a positive number of cells")
+        if adata.n_obs == 0:
+            raise InputError(f"{source}: the file has no cells; pass a panel with at least one cell")
+        counts, where = _counts_source(adata, counts_layer, source)
+        dedup, select, missing = _panel_selection(adata.var, self.genes, gene_symbol_column, source)
+        n_genes = len(self.genes)
+        coverage = 1.0 - len(missing) / n_genes
+        named = f"var['{gene_symbol_column}']" if gene_symbol_column else "var_names"
+        if coverage < min_coverage:
+            raise InputError(
+                f"{source}: {n_genes - len(missing)} of {n_genes} panel genes ({coverage:.1%}) found in {named}, below "
+                f"min_coverage={min_coverage}; set the gene symbol column (--gene-symbol-column, e.g. feature_name "
+                "for CELLxGENE) or lower --min-coverage")
+        log.info("%s: %d of %d panel genes found in %s (coverage %.1f%%)", source, n_genes - len(missing), n_genes,
+                 named, 100 * coverage)
+        if adata.n_vars <= n_genes:
+            log.warning("%s: only %d genes measured; CP10k library sizes need all measured genes, not just the panel",
+                        source, adata.n_vars)
+
+        def latent(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
+            block = sp.csr_matrix(block, dtype=np.float32)
+            if block.data.size and (block.data.min() < 0 or not np.array_equal(block.data, np.round(block.data))):
+                raise InputError(f"{source}: {where} holds non-integer or negative values, but raw counts are "
+                                 "expected; name the raw-count layer with --counts-layer (counts_layer)")
+            if dedup is not None:
+                block = block[:, dedup]
+            return _embed(self.fmap, self.adaptor, sp.csr_matrix(_log_cp10k(block, target_sum=TARGET_SUM) @ select),
+                          batch_size)
+
+        Z = map_rows(latent, counts, batch_size=batch_size)
+        pred = self.readouts.predict(Z, index=adata.obs_names)
+        out = adata if inplace else adata.copy()
+        out.obsm[LATENT_KEY] = Z
+        for key in self.readouts.classifiers:
+            proba = pred[f"{key}_proba"]
+            out.obsm[f"{PREFIX}{key}_proba"] = proba
+            out.obs[f"{PREFIX}{key}"] = pd.Categorical(proba.idxmax(axis=1).to_numpy(), categories=list(proba.columns))
+            out.obs[f"{PREFIX}{key}_probability"] = proba.max(axis=1).to_numpy()
+        for name in self.readouts.subtypes:
+            out.obs[f"{PREFIX}{name}"] = pred[f"{name}_proba"].to_numpy()
+        out.obs[f"{PREFIX}pseudotime"] = np.asarray(pred["pseudotime"], dtype=float)
+        out.uns["fmextract"] = {"coverage": coverage, "n_panel_genes": n_genes, "n_genes_found": n_genes - len(missing),
+                                "missing_genes": np.array(missing, dtype=str), "counts": where,
+                                "fmextract_version": version("fmextract")}
+        return out
+
+
+def _counts_source(adata: ad.AnnData, counts_layer: str | None, source: str) -> tuple[Any, str]:
+    """The raw-count matrix to read and its name: the named layer, else layers['counts'] if present, else X."""
+    if counts_layer is not None and counts_layer not in adata.layers:
+        raise InputError(f"{source}: layer '{counts_layer}' not found (layers: {sorted(adata.layers)}); name the "
+                         "raw-count layer with --counts-layer, or leave it out to use layers['counts'] or X")
+    name = counts_layer or ("counts" if "counts" in adata.layers else None)
+    m = adata.layers[name] if name is not None else adata.X
+    if m is None:
+        raise InputError(f"{source}: X is empty and there is no 'counts' layer; name the raw-count layer with --counts-layer")
+    return m, (f"layers['{name}']" if name is not None else "X")
+
+
+def _panel_selection(
+    var: pd.DataFrame, genes: list[str], gene_symbol_column: str | None, source: str
+) -> tuple[np.ndarray | None, sp.csr_matrix, list[str]]:
+    """(deduplication column mask or None, kept genes x panel 0/1 selection matrix, missing panel genes).
+
+    Duplicated symbols are kept once (first occurrence) before the library size is taken, as in the prepare step.
+    """
+    if gene_symbol_column is not None and gene_symbol_column not in var.columns:
+        raise InputError(f"{source}: var column '{gene_symbol_column}' not found (var has: "
+                         f"{', '.join(map(str, var.columns[:12])) or 'no columns'}); pass the column with gene "
+                         "symbols to --gene-symbol-column, or leave it out to use var_names")
+    symbols = pd.Index(np.asarray(var[gene_symbol_column] if gene_symbol_column else var.index, dtype=str))
+    first = ~symbols.duplicated()
+    if not first.all():
+        log.warning("%s: %d duplicated gene symbols kept once (first occurrence)", source, int((~first).sum()))
+    index = symbols[first].get_indexer(genes)
+    present = index >= 0
+    select = sp.csr_matrix((np.ones(present.sum(), dtype=np.float32), (index[present], np.flatnonzero(present))),
+                           shape=(int(first.sum()), len(genes)))
+    return (None if first.all() else first), select, [g for g, ok in zip(genes, present) if not ok]
+
+
+def build_head(
+    fmap: FeatureMap,
+    adaptor: Adaptor,
+    train_adata: ad.AnnData,
+    *,
+    subtypes: Mapping[str, Mapping],
+    seed: int,
+    batch_size: int = BATCH_ROWS,
+    source: str = "training panel",
+) -> Head:
+    """Fit the shared readouts on the latent of the training cells and bundle them with the frozen map and adaptor.
+
+    `train_adata` is in the pipeline's prepared form (e.g. results/data/benchmark.h5ad): X = log1p(CP10k) computed
+    over all measured genes, var_names holding every panel gene, obs with stage, branch and depth. The readouts are
+    `readouts.fit_readouts` with the pipeline's defaults, so a head applied to test cells predicts exactly what
+    `methods.evaluate` scores for the `extracted` method fitted on the same training cells.
+    """
+    if adaptor.W.shape[1] != fmap.n_features:
+        raise InputError(f"{source}: the adaptor expects {adaptor.W.shape[1]} features but the feature map gives "
+                         f"{fmap.n_features}; pass the adaptor trained on this feature map")
+    absent = [g for g in fmap.genes if g not in set(train_adata.var_names)]
+    if absent:
+        raise InputError(f"{source}: {len(absent)} panel genes absent from var_names (e.g. {absent[:3]}); pass the "
+                         "prepared panel the feature map was built on")
+    Z = _embed(fmap, adaptor, train_adata[:, fmap.genes].X, batch_size)
+    readouts = fit_readouts(Z, train_adata.obs, subtypes=subtypes, seed=seed)
+    obs = train_adata.obs
+    meta = {
+        "fmextract_version": version("fmextract"),
+        "input": {"expects": "raw counts over all measured genes", "normalisation": "log1p(CP10k)",
+                  "target_sum": TARGET_SUM},
+        "subtypes": {str(k): {"positive": [str(s) for s in v["positive"]], "negative": [str(s) for s in v["negative"]]}
+                     for k, v in subtypes.items()},
+        "seed": int(seed),
+        "feature_map": {"kind": fmap.kind, "n_genes": len(fmap.genes), "n_features": fmap.n_features},
+        "latent_dim": int(adaptor.W.shape[0]),
+        "training": {"n_cells": int(train_adata.n_obs),
+                     "donors": sorted(obs["donor"].astype(str).unique().tolist()) if "donor" in obs else []},
+        "n_parameters": {"adaptor": adaptor.n_parameters, **readouts.n_parameters()},
+    }
+    return Head(fmap=fmap, adaptor=adaptor, readouts=readouts, meta=meta)

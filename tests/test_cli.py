@@ -1,0 +1,119 @@
+"""The `fmextract` command line: apply writes the latent and predictions; bad input exits 2 with one line; --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmextract import data
+from fmextract.adaptor import Adaptor
+from fmextract.cli import main
+from fmextract.features import FeatureMap
+from fmextract.head import LATENT_KEY, Head, build_head
+from fmextract.simulate import simulate_panel
+from fmextract.stages import load_marker_programs, load_stage_graph, stage_info
+
+SUBTYPES = {
+    "cd4_cd8": {"positive": ["naive_cd4_t", "memory_cd4_t", "treg"], "negative": ["naive_cd8_t", "effector_cd8_t"]},
+    "mono_macro": {"positive": ["macrophage"], "negative": ["classical_monocyte", "nonclassical_monocyte"]},
+}
+COLUMNS = ["fmextract_branch", "fmextract_stage", "fmextract_cd4_cd8", "fmextract_mono_macro", "fmextract_pseudotime"]
+
+
+@pytest.fixture(scope="module")
+def files(root, stage_table, tmp_path_factory) -> dict[str, Path]:
+    """A head built on simulated training donors and a simulated raw-count input file of other donors."""
+    res = root / "resources"
+    edges = load_stage_graph(res / "stage_graph.tsv", list(stage_info(stage_table).index))
+    raw = simulate_panel(stage_table, edges, load_marker_programs(res / "marker_programs.tsv"),
+                         (res / "background_genes.txt").read_text().split(), donors=[f"D{i}" for i in range(4)],
+                         tissues=["bone_marrow", "blood", "spleen"], stages=None, cells_per_donor=120, n_genes=None,
+                         seed=7)
+    train = raw[raw.obs["donor_id"].isin(["D0", "D1", "D2"]).to_numpy()].copy()
+    prepared, _ = data.harmonise(train, stage_table, source="train", donor_key="donor_id", cell_type_key="cell_type",
+                                 tissue_key="tissue", counts_layer="counts", gene_symbol_column=None)
+    data.log_normalise(prepared)
+    rng = np.random.default_rng(2)
+    genes = list(rng.choice(prepared.var_names, size=50, replace=False))
+    fmap = FeatureMap(genes=genes, kind="dense", matrix=rng.normal(size=(50, 30)).astype(np.float32))
+    adaptor = Adaptor(W=rng.normal(size=(10, 30)).astype(np.float32), b=np.zeros(30, dtype=np.float32), scale=1.0)
+    out = tmp_path_factory.mktemp("cli")
+    build_head(fmap, adaptor, prepared[:, genes].copy(), subtypes=SUBTYPES, seed=0).save(out / "head.npz")
+    cells = raw[(raw.obs["donor_id"] == "D3").to_numpy()].copy()
+    cells.write_h5ad(out / "cells.h5ad")
+    # the same cells as a CELLxGENE-style file: Ensembl ids in var_names, symbols in feature_name, counts in 'raw'
+    cellxgene = ad.AnnData(X=cells.X.copy(), obs=cells.obs.copy(),
+                           var=pd.DataFrame({"feature_name": cells.var_names.to_numpy()},
+                                            index=[f"ENSG{i:011d}" for i in range(cells.n_vars)]),
+                           layers={"raw": cells.layers["counts"].copy()})
+    cellxgene.X = cellxgene.X * 0.5  # X is not counts: --counts-layer must be honoured
+    cellxgene.write_h5ad(out / "cellxgene.h5ad")
+    return {"dir": out, "head": out / "head.npz", "cells": out / "cells.h5ad", "cellxgene": out / "cellxgene.h5ad"}
+
+
+def test_apply_writes_latent_and_predictions(files, capsys):
+    out = files["dir"] / "applied.h5ad"
+    assert main(["apply", str(files["head"]), str(files["cells"]), str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "50 of 50 panel genes found (coverage 100.0%)" in stdout and "cells/s" in stdout
+    result = ad.read_h5ad(out)
+    cells = ad.read_h5ad(files["cells"])
+    assert result.obsm[LATENT_KEY].shape == (cells.n_obs, 10) and set(COLUMNS) <= set(result.obs.columns)
+    assert result.obs["fmextract_pseudotime"].notna().all() and result.uns["fmextract"]["coverage"] == 1.0
+    np.testing.assert_array_equal(result.obsm[LATENT_KEY], Head.load(files["head"]).apply(cells).obsm[LATENT_KEY])
+    assert (result.layers["counts"] != cells.layers["counts"]).nnz == 0  # the input is carried over unchanged
+
+
+def test_apply_options_symbol_column_counts_layer_batch_size(files, capsys):
+    out = files["dir"] / "cellxgene_applied.h5ad"
+    args = ["apply", str(files["head"]), str(files["cellxgene"]), str(out), "--gene-symbol-column", "feature_name",
+            "--counts-layer", "raw", "--batch-size", "17", "--min-coverage", "0.9"]
+    assert main(args) == 0
+    assert "counts from layers['raw']" in capsys.readouterr().out
+    reference = Head.load(files["head"]).apply(ad.read_h5ad(files["cells"]))
+    result = ad.read_h5ad(out)
+    np.testing.assert_allclose(result.obsm[LATENT_KEY], reference.obsm[LATENT_KEY], rtol=1e-5,
+                               atol=1e-5 * np.abs(reference.obsm[LATENT_KEY]).max())
+    assert (result.obs["fmextract_stage"].astype(str) == reference.obs["fmextract_stage"].astype(str)).all()
+
+
+@pytest.mark.parametrize("case", ["missing_input", "missing_head", "low_coverage", "not_counts"])
+def test_bad_input_exits_2_with_one_line(case, files, capsys):
+    out = files["dir"] / f"{case}.h5ad"
+    head, cells = str(files["head"]), str(files["cells"])
+    argv, expected = {
+        "missing_input": (["apply", head, str(files["dir"] / "absent.h5ad"), str(out)], "absent.h5ad: input file not found"),
+        "missing_head": (["apply", str(files["dir"] / "nohead.npz"), cells, str(out)], "nohead.npz: head file not found"),
+        "low_coverage": (["apply", head, str(files["cellxgene"]), str(out), "--counts-layer", "raw"],
+                         "0 of 50 panel genes (0.0%) found in var_names"),
+        # cellxgene.h5ad has no 'counts' layer, so without --counts-layer its (non-count) X is used
+        "not_counts": (["apply", head, str(files["cellxgene"]), str(out), "--gene-symbol-column", "feature_name"],
+                       "X holds non-integer or negative values"),
+    }[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmextract: error: ") and expected in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() and not list(files["dir"].glob(f".{case}*"))  # no output, no leftover temporary file
+
+
+def test_info_describes_the_head(files, capsys):
+    assert main(["info", str(files["head"])]) == 0
+    stdout = capsys.readouterr().out
+    assert "panel: 50 genes; feature map: dense, 30 features; latent: 10 dims" in stdout
+    assert "readout cd4_cd8: P(naive_cd4_t/memory_cd4_t/treg)" in stdout and "adaptor 330" in stdout
+
+
+def test_console_entry_help_and_error_exit_code(files):
+    cmd = [sys.executable, "-m", "fmextract.cli"]
+    proc = subprocess.run([*cmd, "apply", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--gene-symbol-column" in proc.stdout and "RAW integer counts" in proc.stdout
+    proc = subprocess.run([*cmd, "apply", str(files["head"]), "absent.h5ad", "out.h5ad"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "absent.h5ad" in proc.stderr
+    assert "Traceback" not in proc.stderr
