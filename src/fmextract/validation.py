@@ -157,8 +157,9 @@ def manifold_metrics(
     blocks = meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
     _, out["blocked_permutation_p"], _ = blocked_permutation_test(
         Z, meta["stage"], blocks, ruler, n_permutations=n_permutations, seed=seed)
-    for d in dims:
-        out[f"spearman_donor_holdout_d{d}"] = _holdout_scores(F, meta, ruler, donor_folds, {**adaptor_kw, "d_latent": d})
+    for d in dims:  # the configured width was scored above; no need to refit it
+        out[f"spearman_donor_holdout_d{d}"] = (out["spearman_donor_holdout"] if d == adaptor_kw["d_latent"] else
+                                               _holdout_scores(F, meta, ruler, donor_folds, {**adaptor_kw, "d_latent": d}))
     out["intrinsic_dimension_twonn"] = twonn_dimension(F)
     out["pca_dimension_90"] = float(pca_dimension(F))
     return out

@@ -55,10 +55,11 @@ log.info("communication ruler: %d of %d ligand-receptor pairs measured, %d stage
          "%d of %d anchors on its stages", len(pairs_used), len(pairs), len(comm_ruler), len(ruler_donors),
          on_ruler.sum(), len(meta))
 comm_meta = meta[on_ruler].reset_index(drop=True)
-comm = validation.manifold_metrics(F[on_ruler], comm_meta, comm_ruler, **kw)
+comm_kw = {**kw, "dims": []}  # supplementary: the gates without the dimension sweep
+comm = validation.manifold_metrics(F[on_ruler], comm_meta, comm_ruler, **comm_kw)
 comm["lr_pairs_used"] = float(len(pairs_used))
 tables.append(validation.gate_table(comm, "communication", cfg["gates"]))
-tables.append(validation.gate_table(validation.manifold_metrics(shuffled[on_ruler], comm_meta, comm_ruler, **kw),
+tables.append(validation.gate_table(validation.manifold_metrics(shuffled[on_ruler], comm_meta, comm_ruler, **comm_kw),
                                     "communication_negative_control_shuffled_genes", cfg["gates"]))
 
 latent = pd.DataFrame(frozen.transform(F), columns=[f"z{i}" for i in range(frozen.W.shape[0])])
