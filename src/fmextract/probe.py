@@ -117,7 +117,7 @@ def fit_mlp_probe(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if epoch == 0 or epoch == epochs - 1:
             log.info("mlp_probe epoch %d/%d: loss %.4f", epoch + 1, epochs, total / len(x))
     return MLPProbe(net=net.eval(), mean=mean, scale=scale, branches=branches, stages=stages, subtypes=list(defs),
