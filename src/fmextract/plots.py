@@ -107,7 +107,8 @@ def compression_plot(compression: pd.DataFrame, path: str, *, endpoint: str) -> 
     for row in sub.itertuples():
         ax.annotate(row.variant, (row.size_mb, row.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # crowded 2x10^-2, 3x10^-2... labels
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))  # 0.01, 0.02, 0.05, 0.1 ...
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("operator file size, MB (log scale)")
     ax.set_ylabel(f"mean {endpoint}")
