@@ -2,10 +2,15 @@
 # Default: the embedded demo (config/config.yaml). Paper: --configfile config/paper.yaml.
 
 
-configfile: "config/config.yaml"
+# A --configfile replaces the demo config instead of being merged into it (no demo simulate: blocks or methods leak
+# into a run on real data); each config file is complete on its own.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/operators.smk"

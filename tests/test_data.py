@@ -166,3 +166,21 @@ def test_streamed_prepare_rejects_bad_counts_and_leaves_nothing(tmp_path, counts
         data.prepare_panel(tmp_path / "raw.h5ad", stage_table, tmp_path / "out" / "prep.h5ad", source="p", min_donors=3,
                            chunk_size=16, **KEYS)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_open_backed_exposes_cellxgene_raw_counts(tmp_path):
+    """CELLxGENE files keep normalised X and raw counts in raw.X; counts_layer 'raw.X' reads the latter."""
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    from fmextract.chunks import open_backed
+
+    counts = sp.random(20, 5, density=0.5, random_state=0, format="csr", dtype=np.float32)
+    counts.data = np.ceil(counts.data * 10)
+    a = ad.AnnData(X=sp.csr_matrix(np.log1p(counts.toarray())))
+    a.raw = ad.AnnData(X=counts, var=a.var.copy())
+    a.write_h5ad(tmp_path / "cxg.h5ad")
+    with open_backed(tmp_path / "cxg.h5ad") as backed:
+        raw = backed.layers["raw.X"]
+        assert np.array_equal(sp.csr_matrix(raw[:, :] if not sp.issparse(raw) else raw).toarray(), counts.toarray())

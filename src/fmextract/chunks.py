@@ -105,7 +105,8 @@ def open_backed(path: str | os.PathLike) -> Iterator[ad.AnnData]:
     """Open an .h5ad with obs/var (and uns) in memory and X plus every layer left on disk; closes the file on exit.
 
     Unlike `anndata.read_h5ad(path, backed="r")`, which keeps only X on disk and reads all layers (where raw
-    counts live) into memory, nothing cells x genes is loaded until a caller reads rows of it.
+    counts live) into memory, nothing cells x genes is loaded until a caller reads rows of it. A `raw/X` with the
+    same genes (CELLxGENE's raw counts) is exposed as the layer "raw.X".
     """
     with h5py.File(path, "r") as f:
         obs = read_elem(f["obs"])
@@ -117,6 +118,10 @@ def open_backed(path: str | os.PathLike) -> Iterator[ad.AnnData]:
             m = _read_matrix(f["layers"][key])
             if m is not None:
                 layers[key] = m
+        if "raw" in f and "X" in f["raw"]:  # CELLxGENE keeps raw counts in raw.X (same genes as var)
+            raw = _read_matrix(f["raw"]["X"])
+            if raw is not None and raw.shape[1] == len(var):
+                layers["raw.X"] = raw
         yield ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers=layers)
 
 

@@ -57,6 +57,11 @@ def _resolve_blocks(n_splits: int | None, blocks: Sequence[Mapping] | None, desi
     return out
 
 
+def split_plan(n_splits: int | None = None, design: str | None = None) -> list[tuple[str, int]]:
+    """The (block name, n_splits) plan of a config's `splits` section; the first block is run by every method."""
+    return _resolve_blocks(n_splits, None, design)
+
+
 def _test_sets(n_donors: int, k: int, n_total: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
     """`n_total` test-donor index sets of size k: distinct until exhausted, donor use kept balanced, seeded."""
     usage = np.zeros(n_donors)

@@ -1,9 +1,12 @@
 # Everything that is not a rule: config validation, wildcard constraints, helpers, final targets.
 import os
+import re
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from fmextract.config import check_config
+from fmextract.splits import split_plan
 
 min_version("9.0")
 
@@ -13,7 +16,13 @@ validate(config, schema="../../config/schema.yaml")
 SEED = config["seed"]
 PANELS = list(config["panels"])
 METHODS = list(config["methods"])
-SPLITS = [f"split{i:03d}" for i in range(config["splits"]["n_splits"])]
+#: split blocks: one block of n_splits, or the paper's 40 all-method + 24 + 24 core-only (splits.design: paper)
+BLOCKS = split_plan(config["splits"].get("n_splits"), config["splits"].get("design"))
+SPLITS = [f"split{i:03d}" for i in range(sum(n for _, n in BLOCKS))]
+#: (method, split) pairs to run: `core: false` methods run only the first (all-method) block
+METHOD_SPLITS = [
+    (m, s) for m in METHODS for s in (SPLITS if config["methods"][m].get("core", True) else SPLITS[: BLOCKS[0][1]])
+]
 _C = config["compression"]
 #: compression ladder: pooled heads -> best single head -> rank-r surrogates -> hard-sparse
 COMPRESSION_VARIANTS = ["pooled_drift", _C["base"], *(f"{_C['base']}_rank{r}" for r in _C["ranks"]), f"{_C['base']}_sparse"]
@@ -21,6 +30,8 @@ ABLATION_MAP = f"{_C['base']}_rank{_C['ablation_rank']}"
 
 
 wildcard_constraints:
+    path="|".join(re.escape(spec["path"]) for spec in config.get("downloads", {}).values()) or r"(?!)",
+    name=r"[A-Za-z0-9_]+",
     panel="|".join(PANELS),
     method="|".join(METHODS),
     split=r"split\d{3}",
@@ -39,15 +50,41 @@ def checkpoint_files(directory=None):
     return {name: f"{directory}/{name}" for name in ("args.json", "vocab.json", "best_model.pt")}
 
 
+def checkpoint_inputs(wildcards):
+    """The checkpoint files to read (ancient unless the pipeline pretrains them) and their download stamps."""
+    files = checkpoint_files()
+    if config["model"]["checkpoint"] is None:
+        return files
+    return {**{k: ancient(v) for k, v in files.items()}, "verified": download_stamps(*files.values())}
+
+
 def simulated_panel_path(wildcards):
     """The path a simulated panel is written to (its config `path`)."""
     return config["panels"][wildcards.panel]["path"]
 
 
+DOWNLOADS = config.get("downloads", {})
+
+
+def download_spec(path):
+    """The `downloads:` entry (with its name) whose path is `path`."""
+    for name, spec in DOWNLOADS.items():
+        if spec["path"] == path:
+            return {**spec, "name": name}
+    raise WorkflowError(f"{path}: no config downloads entry has this path; add one, or place the file there")
+
+
+def download_stamps(*paths):
+    """Verification stamps of the configured downloads among `paths` (a user file without an entry has none)."""
+    return [f"results/downloads/{n}.sha256" for n, spec in DOWNLOADS.items() if spec["path"] in paths]
+
+
 def raw_panel(wildcards):
-    """A panel's input .h5ad; user files are wrapped in ancient() so touching them never re-triggers work."""
+    """A panel's input .h5ad (+ its download stamp); user files are ancient() so touching them never re-triggers work."""
     spec = config["panels"][wildcards.panel]
-    return spec["path"] if "simulate" in spec else ancient(spec["path"])
+    if "simulate" in spec:
+        return {"panel": spec["path"]}
+    return {"panel": ancient(spec["path"]), "verified": download_stamps(spec["path"])}
 
 
 def feature_map_inputs(wildcards):

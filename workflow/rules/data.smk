@@ -23,7 +23,7 @@ rule simulate:
 
 rule prepare:
     input:
-        panel=raw_panel,
+        unpack(raw_panel),
         stage_table=config["data"]["stage_table"],
     output:
         h5ad="results/data/{panel}.h5ad",

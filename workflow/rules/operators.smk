@@ -3,7 +3,7 @@
 
 rule export_operators:
     input:
-        **checkpoint_files(),
+        unpack(checkpoint_inputs),
         h5ad="results/data/reference.h5ad",
         reference_donors="results/data/reference_donors.txt",
         genes="results/data/gene_panel.txt",

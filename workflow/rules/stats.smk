@@ -4,9 +4,9 @@
 
 rule collect:
     input:
-        metrics=expand("results/methods/{method}/{split}.tsv", method=METHODS, split=SPLITS),
-        info=expand("results/methods/{method}/{split}.json", method=METHODS, split=SPLITS),
-        benchmarks=expand("results/benchmarks/methods/{method}/{split}.tsv", method=METHODS, split=SPLITS),
+        metrics=[f"results/methods/{m}/{s}.tsv" for m, s in METHOD_SPLITS],
+        info=[f"results/methods/{m}/{s}.json" for m, s in METHOD_SPLITS],
+        benchmarks=[f"results/benchmarks/methods/{m}/{s}.tsv" for m, s in METHOD_SPLITS],
     output:
         metrics="results/tables/metrics.tsv",
         runtime="results/tables/runtime.tsv",

@@ -78,12 +78,13 @@ elif rule == "splits":
     reserved = set(read_lines(snakemake.input.reference_donors))
     cfg = snakemake.params.splits
     table = splits.make_splits(
-        sorted(d for d in donors if d not in reserved), n_splits=cfg["n_splits"],
+        sorted(d for d in donors if d not in reserved), n_splits=cfg.get("n_splits"), design=cfg.get("design"),
         n_test_donors=cfg["n_test_donors"], seed=snakemake.params.seed,
     )
     # reference donors are training donors of every split (they never enter a test set)
-    extra = pd.DataFrame([(s, d, "train") for s in table["split"].unique() for d in sorted(reserved)],
-                         columns=["split", "donor", "role"])
+    block = table.drop_duplicates("split").set_index("split")["block"]
+    extra = pd.DataFrame([(s, d, "train", block[s]) for s in block.index for d in sorted(reserved)],
+                         columns=["split", "donor", "role", "block"])
     table = pd.concat([table, extra], ignore_index=True).sort_values(["split", "role", "donor"], kind="stable")
     log.info("%d splits over %d benchmark donors", table["split"].nunique(), len(donors) - len(reserved))
     write_tsv(table, snakemake.output[0])
