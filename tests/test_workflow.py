@@ -32,6 +32,19 @@ def embed(train, test, params):
 '''
 
 
+CRASHY_METHOD = '''"""crashy: raw expression, except that it raises on split001 (robustness test)."""
+
+import numpy as np
+
+
+def embed(train, test, params):
+    if params["split"] == "split001":
+        raise RuntimeError("planted failure")
+    dense = lambda a: np.asarray(a.X.todense(), dtype=np.float32)
+    return dense(train), dense(test)
+'''
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run snakemake in `workdir` with the tiny config; fail the test with its output on error."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/tiny.yaml", *args]
@@ -58,6 +71,8 @@ def run(tmp_path_factory) -> Path:
     cfg_path = work / "config" / "tiny.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["methods"]["toy"] = {"kind": "embedding"}
+    (work / "workflow" / "methods" / "crashy.py").write_text(CRASHY_METHOD)
+    cfg["methods"]["crashy"] = {"kind": "embedding"}
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     snakemake(work)
     return work
@@ -77,6 +92,7 @@ def test_metrics_table(run):
     assert list(m.columns[:4]) == ["split", "method", "endpoint", "value"]
     assert set(m["endpoint"]) <= ENDPOINTS and {"stage_balanced_accuracy", "pseudotime_depth_abs_spearman"} <= set(m["endpoint"])
     assert set(m["method"]) == set(methods(run)) and "toy" in set(m["method"])
+    assert set(m.loc[m["method"] == "crashy", "split"]) == {"split000", "split002"}
     assert m["split"].nunique() == 3
     bounded = m[~m["endpoint"].str.endswith("_spearman") | m["endpoint"].str.contains("abs")]
     assert bounded["value"].between(0, 1).all()
@@ -159,3 +175,13 @@ def test_standalone_head_applied_to_immune_panel(run):
     assert applied.obsm["X_fmextract"].shape == (applied.n_obs, 10)
     assert {"fmextract_branch", "fmextract_stage", "fmextract_pseudotime"} <= set(applied.obs.columns)
     assert np.isfinite(applied.obs["fmextract_pseudotime"]).all()
+
+
+def test_a_crashing_method_loses_only_its_split(run):
+    s = table(run, "stats.tsv")
+    crashy = s[s["method"] == "crashy"]
+    assert len(crashy) > 0 and (crashy["n"] == 2).all() and (crashy["n_dropped"] == 1).all()
+    assert (s.loc[s["method"] == "toy", "n"] == 3).all()
+    runtime = table(run, "runtime.tsv")
+    failed = runtime[runtime["status"] == "failed"]
+    assert failed[["method", "split"]].values.tolist() == [["crashy", "split001"]]

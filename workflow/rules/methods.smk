@@ -14,6 +14,7 @@ rule run_method:
         spec=lambda wc: config["methods"][wc.method],
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
+        fail_fast=config.get("methods_fail_fast", False),
         seed=SEED,
     log:
         "results/logs/methods/{method}/{split}.log",

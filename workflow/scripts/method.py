@@ -24,17 +24,25 @@ train, test, truth = methods.split_views(
 )
 log.info("%s on %s: %d train cells, %d test cells (%d test donors)", method, split, train.n_obs, test.n_obs,
          truth["donor"].nunique())
-params = {**spec.get("params", {}), "inputs": {key: snakemake.input[key] for key in spec.get("inputs", {})}, "seed": seed, "threads": snakemake.threads,
-          "subtypes": snakemake.params.subtypes}
+params = {**spec.get("params", {}), "inputs": {key: snakemake.input[key] for key in spec.get("inputs", {})},
+          "seed": seed, "threads": snakemake.threads, "subtypes": snakemake.params.subtypes, "split": split}
 if spec.get("sees_truth", False):
     params["truth"] = truth  # declared prior information of a control method (config: sees_truth)
+info = {"method": method, "split": split, "kind": spec["kind"], "n_train": int(train.n_obs), "n_test": int(test.n_obs)}
 start = time.perf_counter()
-out = getattr(module, methods.KIND_FUNCTION[spec["kind"]])(train, test, params)
-fit_seconds = time.perf_counter() - start
-checked = methods.check_output(spec["kind"], out, train, test, method)
-values, n_params = methods.evaluate(spec["kind"], checked, train, truth, subtypes=snakemake.params.subtypes, seed=seed)
+try:
+    out = getattr(module, methods.KIND_FUNCTION[spec["kind"]])(train, test, params)
+    fit_seconds = time.perf_counter() - start
+    checked = methods.check_output(spec["kind"], out, train, test, method)
+    values, n_params = methods.evaluate(spec["kind"], checked, train, truth, subtypes=snakemake.params.subtypes, seed=seed)
+except Exception as exc:  # a method failing on one split must not cost the campaign: recorded, pairs dropped later
+    if snakemake.params.fail_fast:
+        raise
+    log.exception("%s failed on %s; recorded as failed (config methods_fail_fast: true stops the run instead)", method, split)
+    values, n_params, fit_seconds = {}, {}, time.perf_counter() - start
+    info["error"] = f"{type(exc).__name__}: {exc}"[:500]
 table = metrics_table([{"split": split, "method": method, "endpoint": k, "value": v} for k, v in values.items()])
 log.info("\n%s", table.to_string(index=False))
 write_tsv(table, snakemake.output.metrics)
-write_json({"method": method, "split": split, "kind": spec["kind"], "n_train": int(train.n_obs), "n_test": int(test.n_obs),
-            "method_seconds": round(fit_seconds, 3), "readout_parameters": n_params}, snakemake.output.info)
+write_json({**info, "status": "failed" if "error" in info else "ok", "method_seconds": round(fit_seconds, 3),
+            "readout_parameters": n_params}, snakemake.output.info)

@@ -20,7 +20,11 @@ if rule == "collect":
         with open(info_path) as fh:
             info = json.load(fh)
         bench = read_tsv(bench_path).iloc[0]
-        runtime.append({"method": info["method"], "split": info["split"], "seconds": bench["s"],
+        if info.get("status") == "failed":
+            log.warning("%s on %s failed (%s); its metrics are missing and its pairs are dropped", info["method"],
+                        info["split"], info.get("error"))
+        runtime.append({"method": info["method"], "split": info["split"], "status": info.get("status", "ok"),
+                        "seconds": bench["s"],
                         "method_seconds": info["method_seconds"], "max_rss_mb": bench["max_rss"],
                         "n_train": info["n_train"], "n_test": info["n_test"]})
         for readout, n in info["readout_parameters"].items():
