@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "slurm"
@@ -42,15 +42,6 @@ def run(cmd: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProc
             out, err = proc.communicate()
             pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{out[-3000:]}\n{err[-6000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def copy_workflow(dest: Path) -> Path:
-    """A self-contained copy of the workflow with the tiny config in config/ (as tests/test_workflow.py makes it)."""
-    for name in ("Snakefile", "workflow", "config", "resources", "profiles", "envs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    shutil.copy(ROOT / "tests" / "config" / "tiny.yaml", dest / "config" / "tiny.yaml")
-    return dest
 
 
 def free_port() -> int:

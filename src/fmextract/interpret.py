@@ -30,7 +30,7 @@ def factor_top_genes(fmap: FeatureMap, factor: int, n_top: int) -> list[str]:
 
 def program_enrichment(top: list[str], universe: list[str], programs: dict[str, list[str]]) -> pd.DataFrame:
     """Hypergeometric enrichment of `top` genes in each marker program (universe: the gene panel), BH-corrected."""
-    from statsmodels.stats.multitest import multipletests
+    from fmextract.stats import bh_q_values
 
     universe_set = set(universe)
     top_set = set(top) & universe_set
@@ -42,5 +42,5 @@ def program_enrichment(top: list[str], universe: list[str], programs: dict[str, 
         rows.append({"program": name, "n_program": len(members), "n_top": len(top_set), "overlap": len(overlap),
                      "genes": ",".join(sorted(overlap)), "p_value": float(p)})
     table = pd.DataFrame(rows)
-    table["q_value"] = multipletests(table["p_value"], method="fdr_bh")[1] if len(table) else []
+    table["q_value"] = bh_q_values(table["p_value"]) if len(table) else []
     return table

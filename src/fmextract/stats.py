@@ -84,6 +84,16 @@ def _pairs(m: pd.DataFrame, reference: str, source: str) -> Iterator[tuple[str, 
                 yield endpoint, method, both, int(pair.notna().any(axis=1).sum() - len(both))
 
 
+def bh_q_values(p_values: pd.Series) -> np.ndarray:
+    """Benjamini-Hochberg q-values (pingouin) across the non-missing p-values; missing ones stay NaN."""
+    p = p_values.to_numpy(dtype=float)
+    q = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        q[ok] = pingouin.multicomp(p[ok], method="fdr_bh")[1]
+    return q
+
+
 def wilcoxon_pair(reference: np.ndarray, method: np.ndarray, *, alternative: str = "two-sided") -> dict:
     """Paired Wilcoxon of reference vs method: statistic (W), p_value, rank_biserial; all-zero differences -> p = 1."""
     d = np.asarray(reference, dtype=float) - np.asarray(method, dtype=float)
@@ -111,10 +121,7 @@ def paired_tests(metrics: pd.DataFrame, *, reference: str = "extracted", alterna
             **wilcoxon_pair(x, y, alternative=alternative),
         })
     table = pd.DataFrame(rows, columns=TEST_COLUMNS[:-1])
-    table["q_value"] = np.nan
-    ok = table["p_value"].notna().to_numpy()
-    if ok.any():
-        table.loc[ok, "q_value"] = pingouin.multicomp(table.loc[ok, "p_value"].to_numpy(), method="fdr_bh")[1]
+    table["q_value"] = bh_q_values(table["p_value"])
     return table[TEST_COLUMNS]
 
 
@@ -186,10 +193,7 @@ def donor_level_tests(metrics: pd.DataFrame, splits: pd.DataFrame, *, reference:
                      "n_dropped": n_dropped, "n_donors": len(donors),
                      **_donor_row(d, member.reshape(len(donors), len(both)), n_boot=n_boot, seed=seed, ci=ci)})
     table = pd.DataFrame(rows, columns=DONOR_COLUMNS[:-1])
-    table["q_value"] = np.nan
-    ok = table["lodo_p_value"].notna().to_numpy()
-    if ok.any():
-        table.loc[ok, "q_value"] = pingouin.multicomp(table.loc[ok, "lodo_p_value"].to_numpy(), method="fdr_bh")[1]
+    table["q_value"] = bh_q_values(table["lodo_p_value"])
     return table[DONOR_COLUMNS]
 
 

@@ -85,6 +85,7 @@ elif rule == "factor_table":
     from fmextract.features import FeatureMap
     from fmextract.interpret import factor_top_genes, impact_shares, program_enrichment
     from fmextract.stages import load_marker_programs
+    from fmextract.stats import bh_q_values
 
     per_split = pd.concat([read_tsv(p) for p in snakemake.input.per_split], ignore_index=True)
     impact = per_split.groupby("factor")["drop"].mean()
@@ -101,9 +102,7 @@ elif rule == "factor_table":
         e.insert(1, "factor_rank", int(row.rank))
         e["top_genes"] = ",".join(top)
         enrich.append(e)
-    from statsmodels.stats.multitest import multipletests
-
     enrich = pd.concat(enrich, ignore_index=True)
-    enrich["q_value"] = multipletests(enrich["p_value"], method="fdr_bh")[1]  # BH across every factor x program test
+    enrich["q_value"] = bh_q_values(enrich["p_value"])  # BH across every factor x program test
     write_tsv(table, snakemake.output.ablation)
     write_tsv(enrich, snakemake.output.programs)
