@@ -22,6 +22,7 @@ from fmextract.scgpt import (
     read_vocab,
     save_scgpt,
     tokenize_all_genes,
+    untrained_copy,
 )
 
 torch.set_num_threads(1)
@@ -322,3 +323,21 @@ def test_build_demo_model_layers_start_different_and_seeded():
     assert not torch.equal(layers[0].linear1.weight, layers[1].linear1.weight)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert vocab["<pad>"] == len(GENES) and args["pad_value"] == -2 and args["n_bins"] == 51
+
+
+def test_untrained_copy_keeps_architecture_and_vocab_with_fresh_seeded_weights(tmp_path):
+    trained, vocab, args = tiny(seed=0, nlayers=3)
+    with torch.no_grad():  # stand-in for training: weights the fresh init cannot reproduce
+        trained.transformer_encoder.layers[1].self_attn.in_proj_weight.mul_(3.0)
+    save_scgpt(trained, tmp_path / "trained", vocab=vocab, args=args)
+    loaded = load_scgpt(tmp_path / "trained")
+    a, b, c = untrained_copy(loaded, seed=5), untrained_copy(loaded, seed=5), untrained_copy(loaded, seed=6)
+    assert a.vocab == loaded.vocab and a.config["untrained"] and a.config["seed"] == 5
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in loaded.state_dict().items()}
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    key = "transformer_encoder.layers.1.self_attn.in_proj_weight"
+    assert not torch.equal(a.state_dict()[key], c.state_dict()[key])
+    assert not torch.equal(a.state_dict()[key], loaded.state_dict()[key])
+    save_scgpt(a, tmp_path / "untrained", vocab=a.vocab, args=a.config)  # scGPT layout, loads like any checkpoint
+    again = load_scgpt(tmp_path / "untrained")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), again.state_dict().values()))

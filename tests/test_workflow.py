@@ -5,6 +5,7 @@ Also: `snakemake --lint` is clean, and adding a method by the README's two-step 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,19 @@ def test_summary_runtime_parameters(run):
     assert {"method", "split", "seconds", "max_rss_mb"} <= set(runtime.columns) and len(runtime) == len(methods(run)) * 3
     params = table(run, "parameters.tsv")
     assert (params["n_parameters"] > 0).all() and "extracted" in set(params["method"])
+
+
+def test_untrained_control_runs_the_extracted_pipeline_on_fresh_weights(run):
+    from fmextract.operators import load_operators
+
+    args = json.loads((run / "results" / "model" / "untrained" / "args.json").read_text())
+    assert args["untrained"] is True and args["seed"] == 0
+    trained = load_operators(run / "results" / "operators" / "trained" / "operators.npz")
+    untrained = load_operators(run / "results" / "operators" / "untrained" / "operators.npz")
+    assert trained.operators.shape == untrained.operators.shape and trained.genes == untrained.genes
+    assert not np.allclose(trained.operators, untrained.operators)
+    m = table(run, "metrics.tsv")
+    assert m.loc[m["method"] == "control_untrained", "split"].nunique() == 3
 
 
 def test_logs_per_rule(run):

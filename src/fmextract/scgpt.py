@@ -523,15 +523,35 @@ def build_demo_model(
         "input_emb_style": "continuous", "max_seq_len": len(genes) + 1, "fast_transformer": False, "pre_norm": False,
         "seed": seed, "mlm_target": "per-gene z-scored bins (fmextract demo pretraining)",
     }
+    model = _fresh_scgpt(vocab, d_model, nhead, d_hid, nlayers, dropout=dropout, config=args, seed=seed)
+    return model, vocab, dict(args)
+
+
+def _fresh_scgpt(
+    vocab: dict[str, int], d_model: int, nhead: int, d_hid: int, nlayers: int, *, dropout: float, config: dict, seed: int
+) -> ScGPT:
+    """A randomly initialised ScGPT (eval mode), seeded without touching the global torch RNG, every layer its own init."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ScGPT(len(vocab), d_model, nhead, d_hid, nlayers, pad_id=vocab["<pad>"], dropout=dropout,
-                      vocab=vocab, config=args)
+        model = ScGPT(len(vocab), d_model, nhead, d_hid, nlayers, pad_id=vocab[config.get("pad_token", "<pad>")],
+                      dropout=dropout, vocab=vocab, config=config)
         for layer in list(model.transformer_encoder.layers)[1:]:
             layer.self_attn._reset_parameters()
             for lin in (layer.self_attn.out_proj, layer.linear1, layer.linear2):
                 lin.reset_parameters()
-    return model.eval(), vocab, dict(args)
+    return model.eval()
+
+
+def untrained_copy(model: ScGPT, *, seed: int) -> ScGPT:
+    """The same architecture, vocabulary and args with fresh random weights: the untrained-model control.
+
+    Any pretrained attention structure is gone; what remains is what the architecture and the input encoding alone
+    give an operator (DEMO_MODEL.md: measure every exported operator against this control and raw expression).
+    """
+    layer = model.transformer_encoder.layers[0]
+    config = {**model.config, "seed": seed, "untrained": True}
+    return _fresh_scgpt(dict(model.vocab), model.d_model, model.nhead, layer.linear1.out_features, model.nlayers,
+                        dropout=float(model.config.get("dropout", 0.2)), config=config, seed=seed)
 
 
 def pretrain(

@@ -35,7 +35,8 @@ wildcard_constraints:
     panel="|".join(PANELS),
     method="|".join(METHODS),
     split=r"split\d{3}",
-    feature=r"pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse",
+    feature=r"pooled_drift|untrained_pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse",
+    model="trained|untrained",
     mode="anchor|cell",
 
 
@@ -56,6 +57,13 @@ def checkpoint_inputs(wildcards):
     if config["model"]["checkpoint"] is None:
         return files
     return {**{k: ancient(v) for k, v in files.items()}, "verified": download_stamps(*files.values())}
+
+
+def operator_checkpoint(wildcards):
+    """The checkpoint whose attention is exported: the configured (or pretrained) one, or its untrained copy."""
+    if wildcards.model == "untrained":
+        return checkpoint_files("results/model/untrained")
+    return checkpoint_inputs(wildcards)
 
 
 def simulated_panel_path(wildcards):
@@ -88,11 +96,16 @@ def raw_panel(wildcards):
 
 
 def feature_map_inputs(wildcards):
-    """Operators (+ the head screen) for head maps; the base map for its rank-r and sparse surrogates."""
+    """Operators (+ the head screen) for head maps; the base map for its rank-r and sparse surrogates.
+
+    `untrained_pooled_drift` is the pooled-drift map of the untrained model's operators.
+    """
+    if wildcards.feature == "untrained_pooled_drift":
+        return {"operators": "results/operators/untrained/operators.npz"}
     base, _, surrogate = wildcards.feature.partition("_")
     if surrogate and base.startswith("top"):
         return {"base": f"results/operators/{base}.npz"}
-    inputs = {"operators": "results/operators/operators.npz"}
+    inputs = {"operators": "results/operators/trained/operators.npz"}
     if base.startswith("top"):
         inputs["screen"] = "results/tables/head_screen.tsv"
     return inputs

@@ -1,5 +1,6 @@
-# The scGPT-architecture demo model: masked-value pretraining on the reference donors.
-# The shipped resources/demo_model was made by this rule (see README: "The demo model").
+# The scGPT-architecture demo model (masked-value pretraining on the reference donors) and the untrained-model
+# control (the configured checkpoint's architecture, freshly initialised with the config seed).
+# The shipped resources/demo_model was made by pretrain_demo_model (see README: "The demo model").
 
 
 rule pretrain_demo_model:
@@ -20,6 +21,27 @@ rule pretrain_demo_model:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
         gpu=1,
+    conda:
+        "../../envs/scgpt.yaml"
+    script:
+        "../scripts/model.py"
+
+
+rule untrained_model:
+    input:
+        unpack(checkpoint_inputs),
+    output:
+        **checkpoint_files("results/model/untrained"),
+    params:
+        seed=SEED,
+    log:
+        "results/logs/untrained_model.log",
+    benchmark:
+        "results/benchmarks/untrained_model.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=10,
     conda:
         "../../envs/scgpt.yaml"
     script:

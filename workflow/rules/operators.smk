@@ -1,21 +1,21 @@
-# Stage 1 (operator export from the frozen model, head screen, feature maps) and stage 2 (the adaptors).
+# Stage 1 (operator export from the frozen model (trained, or its untrained control), head screen, feature maps) and stage 2 (the adaptors).
 
 
 rule export_operators:
     input:
-        unpack(checkpoint_inputs),
+        unpack(operator_checkpoint),
         h5ad="results/data/reference.h5ad",
         reference_donors="results/data/reference_donors.txt",
         genes="results/data/gene_panel.txt",
     output:
-        "results/operators/operators.npz",
+        "results/operators/{model}/operators.npz",
     params:
         operators=config["operators"],
         seed=SEED,
     log:
-        "results/logs/export_operators.log",
+        "results/logs/export_operators/{model}.log",
     benchmark:
-        "results/benchmarks/export_operators.tsv"
+        "results/benchmarks/export_operators/{model}.tsv"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
@@ -29,7 +29,7 @@ rule export_operators:
 
 rule head_screen:
     input:
-        operators="results/operators/operators.npz",
+        operators="results/operators/trained/operators.npz",
         h5ad="results/data/benchmark.h5ad",
         reference_donors="results/data/reference_donors.txt",
         stage_graph=config["data"]["stage_graph"],

@@ -83,7 +83,7 @@ elif rule == "feature_map":
 
     feature = snakemake.wildcards.feature
     base, _, surrogate = feature.partition("_")
-    if feature == "pooled_drift":
+    if feature in ("pooled_drift", "untrained_pooled_drift"):
         ops = load_operators(snakemake.input.operators)
         fmap = pooled_drift_map(ops.operators, ops.genes)
     elif surrogate.startswith("rank"):
