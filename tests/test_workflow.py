@@ -164,7 +164,7 @@ def test_config_typo_fails_fast(tmp_path):
 def test_validation_compression_and_factor_tables(run):
     v = table(run, "manifold_validation.tsv")
     assert list(v.columns) == ["metric", "panel", "value", "threshold", "passed"]
-    assert {"reference", "negative_control_shuffled_genes", "immune"} <= set(v["panel"])
+    assert {"reference", "negative_control_shuffled_genes", "control_untrained_model", "immune"} <= set(v["panel"])
     gated = v.dropna(subset=["threshold"])
     assert {"trustworthiness", "blocked_permutation_p"} <= set(gated["metric"])
     c = table(run, "compression.tsv")

@@ -1,10 +1,12 @@
-# Manifold validation on anchors (reference panel, its shuffled-gene negative control) and zero-shot transfer; the
-# supplementary second manifold: the same validation against the intercellular-communication ruler.
+# Manifold validation on anchors (reference panel, its shuffled-gene negative control, the untrained-model control)
+# and zero-shot transfer; the supplementary second manifold: the same validation against the intercellular-
+# communication ruler.
 
 
 rule manifold_validation:
     input:
         feature_map="results/operators/pooled_drift.npz",
+        untrained_map="results/operators/untrained_pooled_drift.npz",
         adaptor="results/adaptor/pooled_drift_anchor.npz",
         h5ad="results/data/benchmark.h5ad",
         reference="results/data/reference.h5ad",

@@ -1,5 +1,5 @@
-"""Rule manifold_validation: gates on reference anchors, the shuffled-gene negative control, zero-shot immune panel,
-and the supplementary second manifold (the same gates against the intercellular-communication ruler)."""
+"""Rule manifold_validation: gates on reference anchors, the shuffled-gene negative control, the untrained-model
+control, zero-shot immune panel, and the supplementary second manifold (the same gates against the intercellular-communication ruler)."""
 
 import logging
 
@@ -36,6 +36,11 @@ tables = [validation.gate_table(values, "reference", cfg["gates"])]
 shuffled = fmap.transform(validation.shuffle_gene_panel(profiles, seed=seed))
 tables.append(validation.gate_table(validation.manifold_metrics(shuffled, meta, ruler, **kw), "negative_control_shuffled_genes",
                                     cfg["gates"]))
+
+# The same validation on the untrained model's pooled-drift features: what the architecture alone gives the gates.
+untrained = FeatureMap.load(snakemake.input.untrained_map)
+tables.append(validation.gate_table(validation.manifold_metrics(untrained.transform(profiles), meta, ruler, **kw),
+                                    "control_untrained_model", cfg["gates"]))
 
 # Second manifold: the communication ruler from the reference anchors over all measured genes (an HVG panel holds few
 # ligand-receptor genes); adaptor refitted against it inside manifold_metrics, same gates, same negative control.
