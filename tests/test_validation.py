@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fmextract.validation import angular_distances, ruler_spearman, trustworthiness
 
@@ -80,6 +81,24 @@ def test_blocked_permutation_p_formula():
     F, meta = toy_anchors()
     obs, p, null = blocked_permutation_test(F, meta["stage"], meta["donor"], RULER, n_permutations=99, seed=0)
     assert p == (1 + np.sum(null >= obs)) / 100 and p == 0.01
+
+
+def test_blocked_permutation_null_is_ruler_spearman_of_within_block_shuffles():
+    from fmextract.validation import blocked_permutation_test
+
+    F, meta = toy_anchors()
+    Z = F + np.random.default_rng(3).normal(scale=2.0, size=F.shape)  # imperfect latent: ties and noise in the ranks
+    stages, donors = meta["stage"].to_numpy(dtype=str), meta["donor"].to_numpy()
+    for groups in (None, donors):
+        obs, _, null = blocked_permutation_test(Z, stages, donors, RULER, n_permutations=3, seed=5, groups=groups)
+        assert obs == pytest.approx(ruler_spearman(Z, stages, RULER, groups=groups), abs=1e-12)
+        rng = np.random.default_rng(5)
+        for b in range(3):  # replay the documented null: stage labels shuffled within each donor block
+            perm = stages.copy()
+            for d in np.unique(donors):
+                idx = np.flatnonzero(donors == d)
+                perm[idx] = stages[rng.permutation(idx)]
+            assert null[b] == pytest.approx(ruler_spearman(Z, perm, RULER, groups=groups), abs=1e-12)
 
 
 def test_twonn_recovers_plane_dimension():
