@@ -72,7 +72,20 @@ def test_manifold_metrics_pass_on_structure_and_fail_on_shuffled_genes():
     assert bad["spearman_donor_holdout"] < 0.2
     verdict = lambda t: t.set_index("metric").loc["all_gates", "passed"]
     assert verdict(table) and not verdict(gate_table(bad, "negative_control", gates))
-    assert "intrinsic_dimension_twonn" in good and table["passed"].isna().sum() == 3
+    assert "intrinsic_dimension_twonn" in good and table["passed"].isna().sum() == 4
+
+
+def test_ruler_trustworthiness_separates_ruler_order_from_shuffled_labels():
+    from fmextract.validation import ruler_trustworthiness
+
+    stages = np.repeat(STAGES, 10)  # ten rows per stage: the ruler alone ties them
+    Z = arc(stages, noise=0.02)
+    ordered = ruler_trustworthiness(Z, stages, RULER, seed=0)
+    shuffled = ruler_trustworthiness(Z, np.random.default_rng(1).permutation(stages), RULER, seed=0)
+    assert ordered > 0.95 and shuffled < 0.7
+    assert ruler_trustworthiness(Z, stages, RULER, seed=1) == pytest.approx(ordered, abs=0.02)  # tie-break barely matters
+    cut = RULER.astype(float).where(RULER < 3, np.inf)  # a disconnected pair (a, d) ranks beyond every path instead of failing
+    assert np.isfinite(ruler_trustworthiness(Z, stages, cut, seed=0))
 
 
 def test_blocked_permutation_p_formula():

@@ -167,6 +167,9 @@ def test_validation_compression_and_factor_tables(run):
     assert {"reference", "negative_control_shuffled_genes", "control_untrained_model", "immune"} <= set(v["panel"])
     gated = v.dropna(subset=["threshold"])
     assert {"trustworthiness", "blocked_permutation_p"} <= set(gated["metric"])
+    ruler_trust = v[v["metric"] == "trustworthiness_ruler"]  # reported for every panel, not gated
+    assert set(ruler_trust["panel"]) >= {"reference", "negative_control_shuffled_genes", "immune"}
+    assert ruler_trust["threshold"].isna().all()
     c = table(run, "compression.tsv")
     assert {"variant", "rank", "size_mb", "endpoint", "mean", "q_value"} <= set(c.columns) and (c["size_mb"] > 0).all()
     f = table(run, "factor_ablation.tsv")

@@ -42,6 +42,26 @@ def trustworthiness(X: np.ndarray, Z: np.ndarray, *, n_neighbors: int = 5) -> fl
     return float(tw(np.asarray(X), np.asarray(Z), n_neighbors=k))
 
 
+def ruler_trustworthiness(Z: np.ndarray, stages, ruler: pd.DataFrame, *, seed: int, n_neighbors: int = 5) -> float:
+    """sklearn trustworthiness of the latent Z with respect to the ruler (row distance = ruler distance of the stages).
+
+    Supplementary to the gated trustworthiness (latent vs features), which any linear latent of strongly correlated
+    features passes: this asks whether latent neighbours are ruler neighbours. Rows share stages, so ruler ties are
+    broken by a seeded jitter far below the ruler's smallest step; disconnected stages count as farther than any path.
+    """
+    from sklearn.manifold import trustworthiness as tw
+
+    R = ruler.loc[np.asarray(stages, dtype=str), np.asarray(stages, dtype=str)].to_numpy(dtype=float)
+    finite = np.unique(R[np.isfinite(R)])
+    R[~np.isfinite(R)] = finite.max() + 1 if finite.size else 1.0
+    step = np.diff(finite).min() if finite.size > 1 else 1.0
+    J = np.random.default_rng(seed).random(R.shape)
+    J = 1e-3 * step * (J + J.T) / 2
+    np.fill_diagonal(J, 0.0)
+    k = max(1, min(n_neighbors, (len(R) - 1) // 2 - 1))
+    return float(tw(R + J, np.asarray(Z), n_neighbors=k, metric="precomputed"))
+
+
 def _unit_ranks(x: np.ndarray) -> np.ndarray:
     """Centred average ranks scaled to unit norm, so Spearman of two vectors is the dot product of theirs."""
     r = rankdata(x)
@@ -56,7 +76,7 @@ def blocked_permutation_test(
     """Ruler Spearman of Z against a null with stage labels permuted within blocks (e.g. donor x tissue).
 
     The latent is fixed; only labels move, so the null keeps every block's composition. Same statistic as
-    `ruler_spearman`, computed fast: latent ranks once, ruler ranks per permutation by counting (the ruler takes few values).
+    `ruler_spearman`, computed fast: latent ranks once, ruler ranks per permutation by counting (few ruler values).
     Returns (observed, p = (1 + #null >= observed) / (1 + B), null); p is NaN when the observed statistic is.
     """
     rng = np.random.default_rng(seed)
@@ -164,8 +184,9 @@ def manifold_metrics(
 ) -> dict[str, float]:
     """Manifold validation of anchor features F (rows described by meta: donor, tissue, stage, branch, depth).
 
-    trustworthiness (latent vs features), ruler Spearman under random (5-fold), donor (leave-one-donor-out) and
-    branch (leave-one-branch-out) holdout, blocked-permutation p (stage labels permuted within donor x tissue),
+    trustworthiness (latent vs features; ungated, also vs the ruler), ruler Spearman under random (5-fold), donor
+    (leave-one-donor-out) and branch (leave-one-branch-out) holdout, blocked-permutation p (stage labels permuted
+    within donor x tissue),
     dimension sweep (donor-holdout Spearman at each d), intrinsic dimension of F (TwoNN, PCA 90%).
     """
     from fmextract.adaptor import fit_adaptor
@@ -175,6 +196,7 @@ def manifold_metrics(
     adaptor = fit_adaptor(F, meta["stage"], ruler, **adaptor_kw)
     Z = adaptor.transform(F)
     out["trustworthiness"] = trustworthiness(F, Z)
+    out["trustworthiness_ruler"] = ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed)
     fold = rng.permutation(len(F)) % 5
     out["spearman_random_holdout"] = _holdout_scores(F, meta, ruler, [fold == k for k in range(5)], adaptor_kw)
     donors = meta["donor"].to_numpy()
@@ -204,11 +226,14 @@ def shuffle_gene_panel(X: np.ndarray, *, seed: int) -> np.ndarray:
 
 def zero_shot_metrics(F: np.ndarray, meta: pd.DataFrame, Z: np.ndarray, ruler: pd.DataFrame, *, n_permutations: int,
                       seed: int) -> dict[str, float]:
-    """A frozen head's latent Z on an independent panel: trustworthiness, cross-donor ruler Spearman, blocked p."""
+    """A frozen head's latent Z on an independent panel: trustworthiness (vs features, vs ruler), cross-donor ruler Spearman,
+    blocked p."""
     blocks = meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
     rho, p, _ = blocked_permutation_test(Z, meta["stage"], blocks, ruler, n_permutations=n_permutations, seed=seed,
                                          groups=meta["donor"])
-    return {"trustworthiness": trustworthiness(F, Z), "spearman_zero_shot": rho, "blocked_permutation_p": p}
+    return {"trustworthiness": trustworthiness(F, Z),
+            "trustworthiness_ruler": ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed),
+            "spearman_zero_shot": rho, "blocked_permutation_p": p}
 
 
 def branch_trajectories(Z: np.ndarray, meta: pd.DataFrame, *, n_permutations: int, seed: int) -> dict[str, float]:
