@@ -51,7 +51,8 @@ def ruler_trustworthiness(Z: np.ndarray, stages, ruler: pd.DataFrame, *, seed: i
     """
     from sklearn.manifold import trustworthiness as tw
 
-    R = ruler.loc[np.asarray(stages, dtype=str), np.asarray(stages, dtype=str)].to_numpy(dtype=float)
+    stages = np.asarray(stages, dtype=str)
+    R = ruler.loc[stages, stages].to_numpy(dtype=float)
     finite = np.unique(R[np.isfinite(R)])
     R[~np.isfinite(R)] = finite.max() + 1 if finite.size else 1.0
     step = np.diff(finite).min() if finite.size > 1 else 1.0
@@ -186,8 +187,8 @@ def manifold_metrics(
 
     trustworthiness (latent vs features; ungated, also vs the ruler), ruler Spearman under random (5-fold), donor
     (leave-one-donor-out) and branch (leave-one-branch-out) holdout, blocked-permutation p (stage labels permuted
-    within donor x tissue),
-    dimension sweep (donor-holdout Spearman at each d), intrinsic dimension of F (TwoNN, PCA 90%).
+    within donor x tissue), dimension sweep (donor-holdout Spearman at each d), intrinsic dimension of F (TwoNN,
+    PCA 90%).
     """
     from fmextract.adaptor import fit_adaptor
 
@@ -226,8 +227,8 @@ def shuffle_gene_panel(X: np.ndarray, *, seed: int) -> np.ndarray:
 
 def zero_shot_metrics(F: np.ndarray, meta: pd.DataFrame, Z: np.ndarray, ruler: pd.DataFrame, *, n_permutations: int,
                       seed: int) -> dict[str, float]:
-    """A frozen head's latent Z on an independent panel: trustworthiness (vs features, vs ruler), cross-donor ruler Spearman,
-    blocked p."""
+    """A frozen head's latent Z on an independent panel: trustworthiness (vs features, vs ruler), cross-donor ruler
+    Spearman, blocked p."""
     blocks = meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
     rho, p, _ = blocked_permutation_test(Z, meta["stage"], blocks, ruler, n_permutations=n_permutations, seed=seed,
                                          groups=meta["donor"])

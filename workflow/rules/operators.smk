@@ -1,4 +1,5 @@
-# Stage 1 (operator export from the frozen model (trained, or its untrained control), head screen, feature maps) and stage 2 (the adaptors).
+# Stage 1 (operator export from the frozen model or its untrained control, head screen, feature maps) and
+# stage 2 (the adaptors).
 
 
 rule export_operators:

@@ -1,5 +1,6 @@
 """Rule manifold_validation: gates on reference anchors, the shuffled-gene negative control, the untrained-model
-control, zero-shot immune panel, and the supplementary second manifold (the same gates against the intercellular-communication ruler)."""
+control, zero-shot immune panel, and the supplementary second manifold (the same gates against the
+intercellular-communication ruler)."""
 
 import logging
 
