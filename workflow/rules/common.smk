@@ -25,7 +25,12 @@ METHOD_SPLITS = [
 ]
 _C = config["compression"]
 #: compression ladder: pooled heads -> best single head -> rank-r surrogates -> hard-sparse
-COMPRESSION_VARIANTS = ["pooled_drift", _C["base"], *(f"{_C['base']}_rank{r}" for r in _C["ranks"]), f"{_C['base']}_sparse"]
+COMPRESSION_VARIANTS = [
+    "pooled_drift",
+    _C["base"],
+    *(f"{_C['base']}_rank{r}" for r in _C["ranks"]),
+    f"{_C['base']}_sparse",
+]
 ABLATION_MAP = f"{_C['base']}_rank{_C['ablation_rank']}"
 
 

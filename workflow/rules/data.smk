@@ -4,19 +4,19 @@
 rule simulate:
     output:
         "results/data/simulated/{panel}.h5ad",
-    params:
-        panel=lambda wc: config["panels"][wc.panel],
-        data=config["data"],
     log:
         "results/logs/simulate/{panel}.log",
     benchmark:
         "results/benchmarks/simulate/{panel}.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        panel=lambda wc: config["panels"][wc.panel],
+        data=config["data"],
     script:
         "../scripts/data.py"
 
@@ -28,19 +28,19 @@ rule prepare:
     output:
         h5ad="results/data/{panel}.h5ad",
         unmapped="results/tables/unmapped_labels_{panel}.tsv",
-    params:
-        panel=lambda wc: config["panels"][wc.panel],
-        min_donors=config["data"]["min_donors"],
     log:
         "results/logs/prepare/{panel}.log",
     benchmark:
         "results/benchmarks/prepare/{panel}.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        panel=lambda wc: config["panels"][wc.panel],
+        min_donors=config["data"]["min_donors"],
     script:
         "../scripts/data.py"
 
@@ -50,19 +50,19 @@ rule reference_donors:
         h5ad="results/data/reference.h5ad",
     output:
         "results/data/reference_donors.txt",
-    params:
-        n_reference=config["panel"]["n_reference_donors"],
-        seed=SEED,
     log:
         "results/logs/reference_donors.log",
     benchmark:
         "results/benchmarks/reference_donors.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=5,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        n_reference=config["panel"]["n_reference_donors"],
+        seed=SEED,
     script:
         "../scripts/data.py"
 
@@ -75,19 +75,19 @@ rule gene_panel:
     output:
         genes="results/data/gene_panel.txt",
         h5ad="results/data/benchmark.h5ad",
-    params:
-        n_genes=config["panel"]["n_genes"],
-        min_vocab_overlap=config["panel"]["min_vocab_overlap"],
     log:
         "results/logs/gene_panel.log",
     benchmark:
         "results/benchmarks/gene_panel.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        n_genes=config["panel"]["n_genes"],
+        min_vocab_overlap=config["panel"]["min_vocab_overlap"],
     script:
         "../scripts/data.py"
 
@@ -98,18 +98,18 @@ rule splits:
         reference_donors="results/data/reference_donors.txt",
     output:
         "results/splits/splits.tsv",
-    params:
-        splits=config["splits"],
-        seed=SEED,
     log:
         "results/logs/splits.log",
     benchmark:
         "results/benchmarks/splits.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=5,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        splits=config["splits"],
+        seed=SEED,
     script:
         "../scripts/data.py"

@@ -11,13 +11,13 @@ localrules:
 rule download:
     output:
         path="{path}",
-    params:
-        spec=lambda wc: download_spec(wc.path),
     log:
         "results/logs/download/{path}.log",
     retries: 2
     conda:
         "../../envs/core.yaml"
+    params:
+        spec=lambda wc: download_spec(wc.path),
     script:
         "../scripts/download.py"
 
@@ -27,11 +27,11 @@ rule verify_download:
         path=lambda wc: ancient(config["downloads"][wc.name]["path"]),
     output:
         stamp="results/downloads/{name}.sha256",
-    params:
-        spec=lambda wc: {**config["downloads"][wc.name], "name": wc.name},
     log:
         "results/logs/download/verify_{name}.log",
     conda:
         "../../envs/core.yaml"
+    params:
+        spec=lambda wc: {**config["downloads"][wc.name], "name": wc.name},
     script:
         "../scripts/download.py"

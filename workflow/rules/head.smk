@@ -9,20 +9,20 @@ rule export_head:
         h5ad="results/data/benchmark.h5ad",
     output:
         "results/head/fmextract_head.npz",
-    params:
-        subtypes=config["endpoints"]["subtypes"],
-        max_train_cells=config["splits"]["max_train_cells"],
-        seed=SEED,
     log:
         "results/logs/export_head.log",
     benchmark:
         "results/benchmarks/export_head.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
-    conda:
-        "../../envs/scgpt.yaml"
+    params:
+        subtypes=config["endpoints"]["subtypes"],
+        max_train_cells=config["splits"]["max_train_cells"],
+        seed=SEED,
     script:
         "../scripts/head.py"
 
@@ -37,11 +37,11 @@ rule apply_head:
         "results/logs/apply_head.log",
     benchmark:
         "results/benchmarks/apply_head.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
-    conda:
-        "../../envs/scgpt.yaml"
     script:
         "../scripts/head.py"

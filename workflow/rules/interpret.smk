@@ -9,21 +9,21 @@ rule compression_split:
         splits="results/splits/splits.tsv",
     output:
         "results/compression/{split}.tsv",
+    log:
+        "results/logs/compression/{split}.log",
+    benchmark:
+        "results/benchmarks/compression/{split}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=30,
     params:
         variants=COMPRESSION_VARIANTS,
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
         seed=SEED,
-    log:
-        "results/logs/compression/{split}.log",
-    benchmark:
-        "results/benchmarks/compression/{split}.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
-    conda:
-        "../../envs/core.yaml"
     script:
         "../scripts/interpret.py"
 
@@ -36,21 +36,21 @@ rule factor_ablation_split:
         splits="results/splits/splits.tsv",
     output:
         "results/factors/{split}.tsv",
+    log:
+        "results/logs/factors/{split}.log",
+    benchmark:
+        "results/benchmarks/factors/{split}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=30,
     params:
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
         endpoints=config["compression"]["ablation_endpoints"],
         seed=SEED,
-    log:
-        "results/logs/factors/{split}.log",
-    benchmark:
-        "results/benchmarks/factors/{split}.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
-    conda:
-        "../../envs/core.yaml"
     script:
         "../scripts/interpret.py"
 
@@ -61,18 +61,18 @@ rule compression_table:
         maps=expand("results/operators/{feature}.npz", feature=COMPRESSION_VARIANTS),
     output:
         "results/tables/compression.tsv",
-    params:
-        variants=COMPRESSION_VARIANTS,
     log:
         "results/logs/compression_table.log",
     benchmark:
         "results/benchmarks/compression_table.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        variants=COMPRESSION_VARIANTS,
     script:
         "../scripts/interpret.py"
 
@@ -85,18 +85,18 @@ rule factor_table:
     output:
         ablation="results/tables/factor_ablation.tsv",
         programs="results/tables/factor_programs.tsv",
-    params:
-        n_top_factors=config["compression"]["n_top_factors"],
-        n_top_genes=config["compression"]["n_top_genes"],
     log:
         "results/logs/factor_table.log",
     benchmark:
         "results/benchmarks/factor_table.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        n_top_factors=config["compression"]["n_top_factors"],
+        n_top_genes=config["compression"]["n_top_genes"],
     script:
         "../scripts/interpret.py"

@@ -10,21 +10,21 @@ rule run_method:
     output:
         metrics="results/methods/{method}/{split}.tsv",
         info="results/methods/{method}/{split}.json",
+    log:
+        "results/logs/methods/{method}/{split}.log",
+    benchmark:
+        "results/benchmarks/methods/{method}/{split}.tsv"
+    conda:
+        method_env
+    threads: method_resource("threads", 1)
+    resources:
+        mem_mb=method_resource("mem_mb", 4000),
+        runtime=method_resource("runtime", 30),
     params:
         spec=lambda wc: config["methods"][wc.method],
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
         fail_fast=config.get("methods_fail_fast", False),
         seed=SEED,
-    log:
-        "results/logs/methods/{method}/{split}.log",
-    benchmark:
-        "results/benchmarks/methods/{method}/{split}.tsv"
-    threads: method_resource("threads", 1)
-    resources:
-        mem_mb=method_resource("mem_mb", 4000),
-        runtime=method_resource("runtime", 30),
-    conda:
-        method_env
     script:
         "../scripts/method.py"

@@ -10,19 +10,19 @@ rule pretrain_demo_model:
     output:
         **checkpoint_files("results/model/pretrained"),
         curve="results/model/pretrained/loss_curve.tsv",
-    params:
-        pretrain=config["model"]["pretrain"],
     log:
         "results/logs/pretrain_demo_model.log",
     benchmark:
         "results/benchmarks/pretrain_demo_model.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
         gpu=1,
-    conda:
-        "../../envs/scgpt.yaml"
+    params:
+        pretrain=config["model"]["pretrain"],
     script:
         "../scripts/model.py"
 
@@ -32,17 +32,17 @@ rule untrained_model:
         unpack(checkpoint_inputs),
     output:
         **checkpoint_files("results/model/untrained"),
-    params:
-        seed=SEED,
     log:
         "results/logs/untrained_model.log",
     benchmark:
         "results/benchmarks/untrained_model.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/scgpt.yaml"
+    params:
+        seed=SEED,
     script:
         "../scripts/model.py"

@@ -10,20 +10,20 @@ rule export_operators:
         genes="results/data/gene_panel.txt",
     output:
         "results/operators/{model}/operators.npz",
-    params:
-        operators=config["operators"],
-        seed=SEED,
     log:
         "results/logs/export_operators/{model}.log",
     benchmark:
         "results/benchmarks/export_operators/{model}.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=120,
         gpu=1,
-    conda:
-        "../../envs/scgpt.yaml"
+    params:
+        operators=config["operators"],
+        seed=SEED,
     script:
         "../scripts/operators.py"
 
@@ -37,20 +37,20 @@ rule head_screen:
         stage_table=config["data"]["stage_table"],
     output:
         "results/tables/head_screen.tsv",
-    params:
-        adaptor=config["adaptor"],
-        min_cells=config["anchors"]["min_cells"],
-        seed=SEED,
     log:
         "results/logs/head_screen.log",
     benchmark:
         "results/benchmarks/head_screen.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
-    conda:
-        "../../envs/scgpt.yaml"
+    params:
+        adaptor=config["adaptor"],
+        min_cells=config["anchors"]["min_cells"],
+        seed=SEED,
     script:
         "../scripts/operators.py"
 
@@ -60,18 +60,18 @@ rule feature_map:
         unpack(feature_map_inputs),
     output:
         "results/operators/{feature}.npz",
-    params:
-        sparse_density=config["compression"]["sparse_density"],
     log:
         "results/logs/feature_map/{feature}.log",
     benchmark:
         "results/benchmarks/feature_map/{feature}.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        sparse_density=config["compression"]["sparse_density"],
     script:
         "../scripts/operators.py"
 
@@ -86,19 +86,19 @@ rule adaptor:
     output:
         adaptor="results/adaptor/{feature}_{mode}.npz",
         training="results/adaptor/{feature}_{mode}.tsv",
-    params:
-        adaptor=config["adaptor"],
-        min_cells=config["anchors"]["min_cells"],
-        seed=SEED,
     log:
         "results/logs/adaptor/{feature}_{mode}.log",
     benchmark:
         "results/benchmarks/adaptor/{feature}_{mode}.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
-    conda:
-        "../../envs/scgpt.yaml"
+    params:
+        adaptor=config["adaptor"],
+        min_cells=config["anchors"]["min_cells"],
+        seed=SEED,
     script:
         "../scripts/operators.py"

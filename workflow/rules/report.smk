@@ -16,20 +16,22 @@ rule figures:
         manifold=report("results/figures/manifold.png", caption="../report/manifold.rst", category="Manifold"),
         benchmark=report("results/figures/benchmark.png", caption="../report/benchmark.rst", category="Benchmark"),
         runtime=report("results/figures/runtime.png", caption="../report/runtime.rst", category="Benchmark"),
-        compression=report("results/figures/compression.png", caption="../report/compression.rst", category="Compression"),
+        compression=report(
+            "results/figures/compression.png", caption="../report/compression.rst", category="Compression"
+        ),
         factors=report("results/figures/factors.png", caption="../report/factors.rst", category="Interpretability"),
-    params:
-        reference=config["stats"]["reference"],
-        compression_endpoint=config["compression"]["ablation_endpoints"][0],
     log:
         "results/logs/figures.log",
     benchmark:
         "results/benchmarks/figures.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        reference=config["stats"]["reference"],
+        compression_endpoint=config["compression"]["ablation_endpoints"][0],
     script:
         "../scripts/report.py"

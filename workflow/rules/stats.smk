@@ -15,12 +15,12 @@ rule collect:
         "results/logs/collect.log",
     benchmark:
         "results/benchmarks/collect.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/core.yaml"
     script:
         "../scripts/stats.py"
 
@@ -34,19 +34,19 @@ rule stats:
         stats="results/tables/stats.tsv",
         summary="results/tables/summary.tsv",
         donor="results/tables/stats_donor_level.tsv",
-    params:
-        reference=config["stats"]["reference"],
-        n_boot=config["stats"].get("n_bootstrap", 2000),
-        seed=SEED,
     log:
         "results/logs/stats.log",
     benchmark:
         "results/benchmarks/stats.tsv"
+    conda:
+        "../../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=10,
-    conda:
-        "../../envs/core.yaml"
+    params:
+        reference=config["stats"]["reference"],
+        n_boot=config["stats"].get("n_bootstrap", 2000),
+        seed=SEED,
     script:
         "../scripts/stats.py"

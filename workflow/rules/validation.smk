@@ -18,20 +18,20 @@ rule manifold_validation:
     output:
         table="results/tables/manifold_validation.tsv",
         latent="results/validation/anchor_latent.tsv",
+    log:
+        "results/logs/manifold_validation.log",
+    benchmark:
+        "results/benchmarks/manifold_validation.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=60,
     params:
         validation=config["validation"],
         adaptor=config["adaptor"],
         min_cells=config["anchors"]["min_cells"],
         seed=SEED,
-    log:
-        "results/logs/manifold_validation.log",
-    benchmark:
-        "results/benchmarks/manifold_validation.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=60,
-    conda:
-        "../../envs/scgpt.yaml"
     script:
         "../scripts/validation.py"
