@@ -7,6 +7,8 @@ import pandas as pd
 from scipy.spatial.distance import pdist
 from scipy.stats import rankdata, spearmanr
 
+from fmextract.logs import progress as progress_log
+
 
 def angular_distances(Z: np.ndarray) -> np.ndarray:
     """Condensed pairwise angles (radians) between rows of Z: the adaptor's latent geometry."""
@@ -105,7 +107,7 @@ def blocked_permutation_test(
     block_index = pd.Series(np.asarray(blocks)).groupby(np.asarray(blocks)).indices
     observed = statistic(codes)
     null = np.empty(n_permutations)
-    for b in range(n_permutations):
+    for b in progress_log(range(n_permutations), "blocked permutation test (permutations)"):
         perm = codes.copy()
         for idx in block_index.values():
             perm[idx] = codes[rng.permutation(idx)]
@@ -147,7 +149,8 @@ def branch_trajectory(
     ra, rd = _unit_ranks(angle), _unit_ranks(d)  # Spearman = dot product of unit ranks; rank once, permute ranks
     rho = float(ra @ rd)
     rng = np.random.default_rng(seed)
-    null = np.array([ra @ rd[rng.permutation(len(rd))] for _ in range(n_permutations)])
+    steps = progress_log(range(n_permutations), "branch permutations")
+    null = np.array([ra @ rd[rng.permutation(len(rd))] for _ in steps])
     return rho, float((1 + np.sum(null >= rho)) / (1 + n_permutations))
 
 
