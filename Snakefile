@@ -1,5 +1,8 @@
 # fmextract: extract a compact algorithm from scGPT attention and benchmark it on donor-holdout splits.
 # Default: the embedded demo (config/config.yaml). Paper: --configfile config/paper.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
 
 
 # A --configfile replaces the demo config instead of being merged into it (no demo simulate: blocks or methods leak
