@@ -22,6 +22,7 @@ include: "workflow/rules/stats.smk"
 include: "workflow/rules/validation.smk"
 include: "workflow/rules/interpret.smk"
 include: "workflow/rules/head.smk"
+include: "workflow/rules/failures.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -29,3 +30,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        report_tables(),
