@@ -30,4 +30,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
-        report_tables(),
+        REPORT_TABLE_FILES,

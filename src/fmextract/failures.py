@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from typing import Iterable, TextIO
 
 import pandas as pd
 
@@ -60,3 +60,9 @@ def summary(failed: pd.DataFrame, totals: pd.Series) -> list[str]:
                      "from the statistics (results/tables/failures.tsv):")
         lines += [f"  {r.method} on {r.split}: {_one_line(r.error)} (log: {r.log})" for r in partial.itertuples()]
     return lines
+
+
+def print_summary(jobs: Iterable[tuple[str | os.PathLike, str | os.PathLike]], *, file: TextIO) -> None:
+    """Print the summary of the failed jobs among (info JSON, log) paths (the workflow's onsuccess/onerror)."""
+    for line in summary(*failed_jobs(jobs)):
+        print(line, file=file)

@@ -4,16 +4,16 @@ import sys
 
 from fmextract import failures
 
-
-def method_jobs():
-    """(info JSON, log) of every method × split job of this config."""
-    info, log = rules.run_method.output.info, rules.run_method.log[0]
-    return [(info.format(method=m, split=s), log.format(method=m, split=s)) for m, s in METHOD_SPLITS]
+#: (info JSON, log) of every method x split job of this config
+METHOD_JOBS = [
+    (rules.run_method.output.info.format(method=m, split=s), rules.run_method.log[0].format(method=m, split=s))
+    for m, s in METHOD_SPLITS
+]
 
 
 rule method_failures:
     input:
-        info=[info for info, _ in method_jobs()],
+        info=[info for info, _ in METHOD_JOBS],
     output:
         table="results/tables/failures.tsv",
     log:
@@ -25,20 +25,14 @@ rule method_failures:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=10,
     params:
-        logs=[log for _, log in method_jobs()],
+        logs=[log for _, log in METHOD_JOBS],
     script:
         "../scripts/failures.py"
 
 
-def print_failure_summary():
-    """The failed method jobs of this run, printed after Snakemake's own summary (stderr)."""
-    for line in failures.summary(*failures.failed_jobs(method_jobs())):
-        print(line, file=sys.stderr)
-
-
 onsuccess:
-    print_failure_summary()
+    failures.print_summary(METHOD_JOBS, file=sys.stderr)
 
 
 onerror:
-    print_failure_summary()
+    failures.print_summary(METHOD_JOBS, file=sys.stderr)

@@ -23,10 +23,12 @@ REPORT_TABLES = {
 }
 
 
-def report_tables():
-    """The HTML tables of the report: those of REPORT_TABLES that a rule of this workflow produces."""
-    made = [t for t in REPORT_TABLES if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)]
-    return [f"results/report/{t}.html" for t in made]
+#: the report's HTML tables: those of REPORT_TABLES that a rule makes (this file is included after every rule file)
+REPORT_TABLE_FILES = [
+    f"results/report/{t}.html"
+    for t in REPORT_TABLES
+    if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)
+]
 
 
 rule report_table:
