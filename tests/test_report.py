@@ -14,7 +14,7 @@ def test_table_html_renders_whatever_columns_exist():
     page = table_html(table, title="Stats", caption="Wilcoxon & BH.", source="results/tables/stats.tsv")
     assert page.startswith("<!DOCTYPE html>") and "<caption" not in page and "Wilcoxon &amp; BH." in page
     for col in table.columns:
-        assert f"<th>{col}</th>" in page
+        assert f"<th>{col.replace('_', '_<wbr>')}</th>" in page
     assert "&lt;pca&gt;" in page and '<td class="num">4.88e-04</td>' in page and '<td class="num">0.123</td>' in page
     assert "<td>—</td>" in page and "<td>✓</td>" in page and "2 rows · results/tables/stats.tsv" in page
 

@@ -18,9 +18,9 @@ h1 { font-size: 1.25em; margin: 0 0 0.3em 0; }
 p.caption { max-width: 70em; margin: 0 0 1em 0; line-height: 1.4; }
 p.source { color: #616e7c; font-size: 0.85em; margin: 0 0 0.8em 0; }
 table { border-collapse: collapse; font-size: 0.85em; }
-th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e7eb; white-space: nowrap; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #e4e7eb; vertical-align: top; }
 th { position: sticky; top: 0; background: #f5f7fa; text-align: left; border-bottom: 2px solid #9aa5b1; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafbfc; }
 tr:hover td { background: #e8f0fe; }
 """
@@ -46,15 +46,20 @@ def format_cell(value: object) -> tuple[str, bool]:
     return str(value), False
 
 
+def _breakable(text: str) -> str:
+    """Escaped text that may wrap after underscores (long identifiers such as pseudotime_depth_abs_spearman)."""
+    return html.escape(text).replace("_", "_<wbr>")
+
+
 def table_html(table: pd.DataFrame, *, title: str, caption: str, source: str = "") -> str:
     """A complete HTML page: title, caption, source file, and the table (or a note that it has no rows)."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    head = "".join(f"<th>{_breakable(str(c))}</th>" for c in table.columns)
     rows = []
     for record in table.astype(object).itertuples(index=False):
         cells = []
         for value in record:
             text, number = format_cell(value)
-            cells.append(f'<td class="num">{html.escape(text)}</td>' if number else f"<td>{html.escape(text)}</td>")
+            cells.append(f'<td class="num">{html.escape(text)}</td>' if number else f"<td>{_breakable(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     body = (f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
             if len(table) else "<p><em>No rows.</em></p>")
