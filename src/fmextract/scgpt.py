@@ -557,7 +557,7 @@ def untrained_copy(model: ScGPT, *, seed: int) -> ScGPT:
 def pretrain(
     model: ScGPT, counts, genes: Sequence[str], *, steps: int, batch_size: int, lr: float, warmup: int,
     mask_ratio: float, seed: int, genes_per_cell: int | None = 128, include_zero_genes: bool = True,
-    weight_decay: float = 0.0, grad_clip: float = 1.0, min_lr_ratio: float = 0.1, progress: bool = False,
+    weight_decay: float = 0.0, grad_clip: float = 1.0, min_lr_ratio: float = 0.1, progress: bool = True,
 ) -> list[tuple[int, float]]:
     """scGPT's masked-value objective, made well conditioned for a CPU demo; returns the (step, loss) curve.
 

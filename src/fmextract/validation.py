@@ -149,8 +149,7 @@ def branch_trajectory(
     ra, rd = _unit_ranks(angle), _unit_ranks(d)  # Spearman = dot product of unit ranks; rank once, permute ranks
     rho = float(ra @ rd)
     rng = np.random.default_rng(seed)
-    steps = progress_log(range(n_permutations), "branch permutations")
-    null = np.array([ra @ rd[rng.permutation(len(rd))] for _ in steps])
+    null = np.array([ra @ rd[rng.permutation(len(rd))] for _ in range(n_permutations)])
     return rho, float((1 + np.sum(null >= rho)) / (1 + n_permutations))
 
 
