@@ -6,7 +6,7 @@ report: "../report/workflow.rst"
 
 
 #: Tables of the report, in this order: results/tables/<name>.tsv -> an HTML table with this caption. Adding a table
-#: is one line here; a table is included only when some rule of the workflow makes it.
+#: is one line here; a table is included (rule all) only when some rule of the workflow makes it.
 REPORT_TABLES = {
     "paper_comparison": "The paper's reported figures beside this run's (result, paper value, ours, unit, note).",
     "stats": "Paired two-sided Wilcoxon signed-rank tests over splits of each method against the reference method, "
@@ -21,14 +21,6 @@ REPORT_TABLES = {
     "failures": "Method jobs that raised and were recorded as failed (their splits are dropped from the statistics), "
     "with the error and the job's log. Empty when every job succeeded.",
 }
-
-
-#: the report's HTML tables: those of REPORT_TABLES that a rule makes (this file is included after every rule file)
-REPORT_TABLE_FILES = [
-    f"results/report/{t}.html"
-    for t in REPORT_TABLES
-    if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)
-]
 
 
 rule report_table:
