@@ -257,7 +257,7 @@ def test_a_method_failing_on_every_split_fails_the_run(run, tmp_path):
     out = (proc.stdout + proc.stderr).splitlines()
     end = max(i for i, x in enumerate(out) if x.startswith("Exiting because a job execution failed"))
     assert line in out[end:], "\n".join(out[-40:])  # the end-of-run summary (onerror) repeats it last
-    assert not [x for x in out if "failed on every split" in x and x != line]
+    assert not [x for x in out if "failed on every split" in x and "method broken" not in x]  # crashy: partial
 
 
 def test_standalone_head_applied_to_immune_panel(run):
