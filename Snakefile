@@ -1,5 +1,8 @@
 # fmextract: extract a compact algorithm from scGPT attention and benchmark it on donor-holdout splits.
 # Default: the embedded demo (config/config.yaml). Paper: --configfile config/paper.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
 
 
 # A --configfile replaces the demo config instead of being merged into it (no demo simulate: blocks or methods leak
@@ -19,6 +22,7 @@ include: "workflow/rules/stats.smk"
 include: "workflow/rules/validation.smk"
 include: "workflow/rules/interpret.smk"
 include: "workflow/rules/head.smk"
+include: "workflow/rules/failures.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -26,3 +30,9 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        # the report's tables: those of REPORT_TABLES (report.smk) that a rule makes, checked once every rule is known
+        lambda wc: [
+            f"results/report/{t}.html"
+            for t in REPORT_TABLES
+            if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)
+        ],

@@ -117,3 +117,14 @@ def test_console_entry_help_and_error_exit_code(files):
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "absent.h5ad" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_help_shows_an_example_for_every_command(capsys):
+    import pytest
+
+    for argv in ([], ["apply"], ["info"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert "example" in out and f"fmextract {argv[0] if argv else 'apply'} " in out, argv

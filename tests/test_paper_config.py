@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import yaml
@@ -36,13 +35,13 @@ def _pins(requirements) -> dict[str, str]:
     return {m.group(1).lower(): m.group(2) for r in requirements if (m := re.match(r"([A-Za-z0-9_.-]+)==([^;\s]+)", r))}
 
 
-def test_every_rule_has_an_existing_env_pinned_like_pyproject():
-    pyproject = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+def test_every_rule_has_an_existing_env_pinned_like_the_lock():
+    lock = _pins((ROOT / "requirements" / "lock.txt").read_text().splitlines())
     for env in (ROOT / "envs").glob("*.yaml"):
         spec = yaml.safe_load(env.read_text())
         pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
         for name, version in _pins(pip).items():
-            assert pyproject.get(name) == version, f"{env.name}: {name}=={version}, pyproject pins {pyproject.get(name)}"
+            assert lock.get(name) == version, f"{env.name}: {name}=={version}, requirements/lock.txt pins {lock.get(name)}"
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         text = smk.read_text()
         for rule in re.split(r"^rule ", text, flags=re.M)[1:]:

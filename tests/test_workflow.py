@@ -5,10 +5,13 @@ Also: `snakemake --lint` is clean, and adding a method by the README's two-step 
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +49,31 @@ def embed(train, test, params):
 '''
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run snakemake in `workdir` with the tiny config; fail the test with its output on error."""
+ALWAYS_FAILING_METHOD = '''"""broken: breaks the method contract on every split (one array instead of (Z_train, Z_test))."""
+
+import numpy as np
+
+
+def embed(train, test, params):
+    return np.zeros((test.n_obs, 2))
+'''
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir` with the tiny config; fail the test with its output on error (if `check`)."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/tiny.yaml", *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    assert proc.returncode == 0 or not check, proc.stdout[-4000:] + proc.stderr[-8000:]
     return proc
+
+
+def add_method(work: Path, name: str, code: str) -> None:
+    """README "Add a baseline in two steps": 1. the method file, 2. one config entry."""
+    (work / "workflow" / "methods" / f"{name}.py").write_text(code)
+    cfg_path = work / "config" / "tiny.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["methods"][name] = {"kind": "embedding"}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -67,15 +89,10 @@ def copy_workflow(dest: Path) -> Path:
 def run(tmp_path_factory) -> Path:
     """The tiny workflow, run once for the module, with a toy method added by the README recipe."""
     work = copy_workflow(tmp_path_factory.mktemp("wf"))
-    # README "Add a baseline in two steps": 1. the method file, 2. one config entry
-    (work / "workflow" / "methods" / "toy.py").write_text(TOY_METHOD)
-    cfg_path = work / "config" / "tiny.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["methods"]["toy"] = {"kind": "embedding"}
-    (work / "workflow" / "methods" / "crashy.py").write_text(CRASHY_METHOD)
-    cfg["methods"]["crashy"] = {"kind": "embedding"}
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    snakemake(work)
+    add_method(work, "toy", TOY_METHOD)
+    add_method(work, "crashy", CRASHY_METHOD)
+    proc = snakemake(work)
+    (work / "snakemake.out").write_text(proc.stdout + proc.stderr)
     return work
 
 
@@ -179,10 +196,68 @@ def test_validation_compression_and_factor_tables(run):
     assert "mlp_probe" in set(table(run, "parameters.tsv")["method"])
 
 
-def test_report_builds_with_figures(run):
+def embedded_pages(html: str) -> dict[str, str]:
+    """The HTML pages embedded in a Snakemake report (base64 data URIs), by their first <h1>."""
+    pages = {}
+    for blob in re.findall(r"data:text/html[^,]*;base64,([A-Za-z0-9+/=]+)", html):
+        page = base64.b64decode(blob).decode("utf-8", errors="replace")
+        title = re.search(r"<h1>(.*?)</h1>", page)
+        pages[title.group(1) if title else ""] = page
+    return pages
+
+
+def test_report_html_has_figures_and_tables(run):
     snakemake(run, "--report", "results/report.html")
     html = (run / "results" / "report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "manifold" in html
+    pages = embedded_pages(html)
+    stats = pages["Stats"]
+    assert "Paired two-sided Wilcoxon" in stats and "<th>q_<wbr>value</th>" in stats and "<td>crashy</td>" in stats
+    assert {"Summary", "Stats donor level", "Manifold validation", "Failures"} <= set(pages)
+    assert "<td>split001</td>" in pages["Failures"] and "planted failure" in pages["Failures"]
+
+
+def test_report_zip_has_the_tables(run):
+    snakemake(run, "--report", "results/report.zip")
+    with zipfile.ZipFile(run / "results" / "report.zip") as zf:
+        names = zf.namelist()
+        stats = [n for n in names if n.endswith("stats.html")]
+        assert stats and any(n.endswith("report.html") for n in names), names
+        page = zf.read(stats[0]).decode()
+    assert "<th>median_<wbr>diff</th>" in page and "Paired two-sided Wilcoxon" in page
+
+
+def test_a_rule_making_paper_comparison_adds_its_table(tmp_path):
+    work = copy_workflow(tmp_path)
+    target = "results/report/paper_comparison.html"
+    assert target not in snakemake(work, "-n", timeout=300).stdout  # no rule makes the table yet
+    with open(work / "workflow" / "rules" / "report.smk", "a") as fh:  # even after REPORT_TABLES
+        fh.write('\n\nrule paper_comparison:\n    output:\n        "results/tables/paper_comparison.tsv",\n'
+                 '    shell:\n        "touch {output}"\n')
+    assert target in snakemake(work, "-n", timeout=300).stdout
+
+
+def test_partial_failures_are_summarised_at_the_end(run):
+    out = (run / "snakemake.out").read_text().splitlines()
+    at = next(i for i, line in enumerate(out) if line.startswith("fmextract: 1 method job(s) failed"))
+    assert out[at + 1].strip() == ("crashy on split001: RuntimeError: planted failure "
+                                   "(log: results/logs/methods/crashy/split001.log)")
+    failures = table(run, "failures.tsv")
+    assert failures[["method", "split"]].values.tolist() == [["crashy", "split001"]]
+
+
+def test_a_method_failing_on_every_split_fails_the_run(run, tmp_path):
+    work = tmp_path / "wf"
+    shutil.copytree(run, work, symlinks=True)  # the finished tiny run: only the new method's jobs and their consumers run
+    add_method(work, "broken", ALWAYS_FAILING_METHOD)
+    proc = snakemake(work, check=False)
+    assert proc.returncode != 0
+    line = ("fmextract: method broken failed on every split (3 of 3): InputError: method broken: embed() must return "
+            "(Z_train, Z_test); log: results/logs/methods/broken/split000.log")
+    out = (proc.stdout + proc.stderr).splitlines()
+    end = max(i for i, x in enumerate(out) if x.startswith("Exiting because a job execution failed"))
+    assert line in out[end:], "\n".join(out[-40:])  # the end-of-run summary (onerror) repeats it last
+    assert not [x for x in out if "failed on every split" in x and "method broken" not in x]  # crashy: partial
 
 
 def test_standalone_head_applied_to_immune_panel(run):

@@ -40,6 +40,25 @@ def _read_h5ad(path: str):
         raise InputError(f"{path}: cannot be read as .h5ad ({type(err).__name__}); pass an AnnData .h5ad file") from None
 
 
+MAIN_EXAMPLES = """\
+examples:
+  fmextract apply results/head/fmextract_head.npz atlas.h5ad atlas.fmextract.h5ad
+  fmextract info results/head/fmextract_head.npz
+  fmextract COMMAND --help        # options and an example for each command
+
+The head file is written by the workflow (`snakemake --cores all` -> results/head/fmextract_head.npz).
+"""
+APPLY_EXAMPLES = """\
+examples:
+  fmextract apply results/head/fmextract_head.npz atlas.h5ad atlas.fmextract.h5ad
+  fmextract apply head.npz cellxgene.h5ad out.h5ad --gene-symbol-column feature_name --min-coverage 0.3
+"""
+INFO_EXAMPLES = """\
+example:
+  fmextract info results/head/fmextract_head.npz
+"""
+
+
 def _apply(args: argparse.Namespace) -> int:
     """`fmextract apply`: load, apply, write atomically; print coverage and timing."""
     from fmextract.data import write_h5ad
@@ -105,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="fmextract",
-        description="Apply the algorithm extracted from scGPT attention (one exported head file) to new cells.")
+        description="Apply the algorithm extracted from scGPT attention (one exported head file) to new cells.",
+        epilog=MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('fmextract')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("apply", help="embed and annotate the cells of an .h5ad with a head", description=APPLY_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=APPLY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("head", metavar="HEAD", help="head file (.npz) written by the export_head rule or Head.save")
     p.add_argument("input", metavar="INPUT.h5ad", help="cells to annotate, raw counts")
     p.add_argument("output", metavar="OUTPUT.h5ad", help="where to write the annotated copy (written atomically)")
@@ -122,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", metavar="N", type=_positive_int, default=BATCH_ROWS,
                    help="cells per batch; bounds memory (default: %(default)s)")
     p.set_defaults(func=_apply)
-    p = sub.add_parser("info", help="describe a head file", description="Print what a head file holds.")
+    p = sub.add_parser("info", help="describe a head file", description="Print what a head file holds.",
+                       epilog=INFO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("head", metavar="HEAD", help="head file (.npz)")
     p.set_defaults(func=_info)
     return parser

@@ -12,15 +12,27 @@ from typing import Iterator
 import pandas as pd
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` as the process umask leaves it: what a plain open() would create (0o644 under the usual umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The temporary file is private while it is written (mkstemp: 0600); before the rename it gets the permissions a
+    plain open() would give under the user's umask, so others in a shared results folder can read what the umask allows.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

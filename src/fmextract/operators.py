@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
 
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
+from fmextract.logs import progress as progress_log
 from fmextract.scgpt import CAPTURES, ScGPT, binning, gene_ids_for, tokenize_all_genes
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def export_operators(
     acc = torch.zeros(L, H, G, G, dtype=torch.float64, device=device)
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(picked), batch_size), desc=f"operators ({definition})", disable=not progress):
+        for start in progress_log(range(0, len(picked), batch_size), f"operators ({definition}, cell batches)", enabled=progress):
             counts = sp.csr_matrix(source[picked[start : start + batch_size]][:, cols], dtype=np.float32)
             binned = binning(counts, model.n_bins, seed=tie_rng).toarray()
             g, v, m = tokenize_all_genes(binned, gene_ids, cls_id=model.vocab["<cls>"], pad_value=model.pad_value)

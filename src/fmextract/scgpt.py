@@ -25,10 +25,10 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
+from fmextract.logs import progress as progress_log
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +477,7 @@ def embed_cells(
     out = np.zeros((X.shape[0], model.d_model), dtype=np.float32)
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, X.shape[0], batch_size), desc="embedding cells", disable=not progress):
+        for start in progress_log(range(0, X.shape[0], batch_size), "embedding cells (batches)", enabled=progress):
             rows = []
             for i in range(start, min(start + batch_size, X.shape[0])):
                 lo, hi = binned.indptr[i], binned.indptr[i + 1]
@@ -557,7 +557,7 @@ def untrained_copy(model: ScGPT, *, seed: int) -> ScGPT:
 def pretrain(
     model: ScGPT, counts, genes: Sequence[str], *, steps: int, batch_size: int, lr: float, warmup: int,
     mask_ratio: float, seed: int, genes_per_cell: int | None = 128, include_zero_genes: bool = True,
-    weight_decay: float = 0.0, grad_clip: float = 1.0, min_lr_ratio: float = 0.1, progress: bool = False,
+    weight_decay: float = 0.0, grad_clip: float = 1.0, min_lr_ratio: float = 0.1, progress: bool = True,
 ) -> list[tuple[int, float]]:
     """scGPT's masked-value objective, made well conditioned for a CPU demo; returns the (step, loss) curve.
 
@@ -596,7 +596,7 @@ def pretrain(
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         model.train()
-        for step in tqdm(range(steps), desc="pretraining", disable=not progress):
+        for step in progress_log(range(steps), "pretraining (steps)", enabled=progress):
             cells = rng.choice(n_cells, size=batch_size, replace=batch_size > n_cells)
             rows, targets, masks = [], [], []
             for c in cells:

@@ -7,6 +7,8 @@ import pandas as pd
 from scipy.spatial.distance import pdist
 from scipy.stats import rankdata, spearmanr
 
+from fmextract.logs import progress as progress_log
+
 
 def angular_distances(Z: np.ndarray) -> np.ndarray:
     """Condensed pairwise angles (radians) between rows of Z: the adaptor's latent geometry."""
@@ -105,7 +107,7 @@ def blocked_permutation_test(
     block_index = pd.Series(np.asarray(blocks)).groupby(np.asarray(blocks)).indices
     observed = statistic(codes)
     null = np.empty(n_permutations)
-    for b in range(n_permutations):
+    for b in progress_log(range(n_permutations), "blocked permutation test (permutations)"):
         perm = codes.copy()
         for idx in block_index.values():
             perm[idx] = codes[rng.permutation(idx)]

@@ -3,12 +3,10 @@ import os
 import re
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import validate
 
 from fmextract.config import check_config
 from fmextract.splits import split_plan
-
-min_version("9.0")
 
 check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"), source="config")
 validate(config, schema="../../config/schema.yaml")

@@ -1,7 +1,52 @@
-# Figures, wrapped in report() so that `snakemake --report results/report.html` collects them with captions.
+# Figures and tables, wrapped in report() so that `snakemake --report results/report.html` (or .zip) collects them
+# with captions.
 
 
 report: "../report/workflow.rst"
+
+
+#: Tables of the report, in this order: results/tables/<name>.tsv -> an HTML table with this caption. Adding a table
+#: is one line here; a table is included (rule all) only when some rule of the workflow makes it.
+REPORT_TABLES = {
+    "paper_comparison": "The paper's reported figures beside this run's (result, paper value, ours, unit, note).",
+    "stats": "Paired two-sided Wilcoxon signed-rank tests over splits of each method against the reference method, "
+    "per endpoint: n pairs, dropped splits, median difference (reference - method), rank-biserial effect, BH q.",
+    "stats_donor_level": "The same comparisons over unique test donors: donor-clustered bootstrap CI of the mean "
+    "difference, Wilcoxon over per-donor mean differences with BH q, leave-one-donor-out range.",
+    "summary": "Mean, standard deviation and number of splits of every method on every endpoint.",
+    "manifold_validation": "Manifold gates (trustworthiness, holdout ruler Spearman, blocked permutation p) per "
+    "panel and control, with thresholds and pass/fail.",
+    "compression": "Compression ladder: operator size against endpoint means and tests against the uncompressed map.",
+    "parameters": "Trainable parameters of each method's readouts (median over splits).",
+    "failures": "Method jobs that raised and were recorded as failed (their splits are dropped from the statistics), "
+    "with the error and the job's log. Empty when every job succeeded.",
+}
+
+
+rule report_table:
+    input:
+        table="results/tables/{table}.tsv",
+    output:
+        html=report(
+            "results/report/{table}.html",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+    log:
+        "results/logs/report_table/{table}.log",
+    wildcard_constraints:
+        table="|".join(REPORT_TABLES),
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=10,
+    params:
+        caption=lambda wc: REPORT_TABLES[wc.table],
+    script:
+        "../scripts/report_table.py"
 
 
 rule figures:

@@ -1,0 +1,38 @@
+# Failed method jobs: results/tables/failures.tsv (also in the report); a method that failed on every split fails
+# the run with one line; every failure is listed again at the end of the run (onsuccess / onerror).
+import sys
+
+from fmextract import failures
+
+#: (info JSON, log) of every method x split job of this config
+METHOD_JOBS = [
+    (rules.run_method.output.info.format(method=m, split=s), rules.run_method.log[0].format(method=m, split=s))
+    for m, s in METHOD_SPLITS
+]
+
+
+rule method_failures:
+    input:
+        info=[info for info, _ in METHOD_JOBS],
+    output:
+        table="results/tables/failures.tsv",
+    log:
+        "results/logs/method_failures.log",
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=10,
+    params:
+        logs=[log for _, log in METHOD_JOBS],
+    script:
+        "../scripts/failures.py"
+
+
+onsuccess:
+    failures.print_summary(METHOD_JOBS, file=sys.stderr)
+
+
+onerror:
+    failures.print_summary(METHOD_JOBS, file=sys.stderr)
