@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -298,7 +299,8 @@ def write_standin(
     age = dict(zip(donors, rng.integers(22, 75, len(donors))))
     obs_parts: list[pd.DataFrame] = []
 
-    def blocks() -> Iterator[dict[str, sp.csr_matrix]]:
+    def cells() -> Iterator[sp.csr_matrix]:
+        """Raw counts of one donor x tissue block (at most `max_block` cells) at a time; obs grows alongside."""
         for d, n_d in zip(donors, donor_n):
             ts = tissues[d]
             depth = np.array([DEPTH.get(t.name, 1.0) for t in ts])
@@ -311,7 +313,22 @@ def write_standin(
                     h = max(0, min(n, n_hem - start))
                     yield _block(d, t, n, h, stages, int(rng.integers(2**31)))
 
-    def _block(donor, tissue, n, n_hem, stages, block_seed) -> dict[str, sp.csr_matrix]:
+    def blocks() -> Iterator[dict[str, sp.csr_matrix]]:
+        """Blocks gathered to about `max_block` cells before normalising and writing (fewer, larger HDF5 appends)."""
+        pending: list[sp.csr_matrix] = []
+        for part in itertools.chain(cells(), [None]):
+            if part is not None:
+                pending.append(part)
+            if pending and (part is None or sum(m.shape[0] for m in pending) >= max_block):
+                counts = sp.vstack(pending, format="csr")
+                pending = []
+                out = {"X": sp.csr_matrix(log_cp10k(counts), dtype=np.float32), "raw.X": counts}
+                if decontx:  # Tabula Sapiens' decontaminated counts: non-integer, never the raw counts
+                    scale = np.random.default_rng(counts.shape[0] + int(counts.sum())).uniform(0.85, 1.0, counts.shape[0])
+                    out["decontXcounts"] = sp.csr_matrix(sp.diags(scale) @ counts, dtype=np.float32)
+                yield out
+
+    def _block(donor, tissue, n, n_hem, stages, block_seed) -> sp.csr_matrix:
         brng = np.random.default_rng(block_seed)
         parts, labels, compartments, broad = [], [], [], []
         if n_hem:
@@ -349,10 +366,7 @@ def write_standin(
             "method": np.where(smartseq, "smartseq2", "10X"), "development_stage": f"{age[donor]}-year-old human stage",
             "sex": sex[donor],
         }, index=[f"{b}_{donor}_{tissue.publication}" if kind == "reference" else f"{b}-1-{donor}" for b in barcodes]))
-        out = {"X": sp.csr_matrix(log_cp10k(counts), dtype=np.float32), "raw.X": counts}
-        if decontx:  # Tabula Sapiens' decontaminated counts: non-integer, never the raw counts
-            out["decontXcounts"] = sp.csr_matrix(sp.diags(brng.uniform(0.85, 1.0, n)) @ counts, dtype=np.float32)
-        return out
+        return counts
 
     def obs() -> pd.DataFrame:
         frame = pd.concat(obs_parts)
