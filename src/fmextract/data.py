@@ -1,4 +1,5 @@
-"""Panel I/O and validation, stage harmonisation, normalisation, the HVG gene panel and anchors.
+"""Panel I/O and validation, stage harmonisation (labels by ontology id or name, coarse labels, assays), the HVG gene
+panel and anchors. Where raw counts live and how they are normalised is `fmextract.counts`.
 
 Atlas-scale panels are never loaded whole: `prepare_panel` streams row chunks of the raw file (validate,
 harmonise, normalise, write), `select_gene_panel` reads only the reference donors' counts, and

@@ -259,8 +259,9 @@ def write_standin(
 ) -> dict:
     """Write a CELLxGENE-layout stand-in ("reference": Tabula Sapiens v2; "immune": the immune atlas) to `path`.
 
-    `n_cells` cells (approximately split over donors and tissues, exactly `n_cells` in all), `n_genes` features of
-    which the simulator's genes are in the demo vocabulary. Returns a summary (cells, genes, donors, tissues, labels).
+    `n_cells` cells (split at random over donors and tissues, exactly `n_cells` in all), `n_genes` features of
+    which the simulator's genes are in the demo vocabulary. Memory holds about `max_block` cells' matrices (plus
+    obs); counts go to disk as they are made. Returns a summary (cells, genes, donors, tissues, labels).
     """
     if kind not in ("reference", "immune"):
         raise InputError(f"standin: kind '{kind}' is unknown; use reference or immune")
@@ -298,6 +299,7 @@ def write_standin(
     sex = dict(zip(donors, rng.choice(["female", "male"], len(donors))))
     age = dict(zip(donors, rng.integers(22, 75, len(donors))))
     obs_parts: list[pd.DataFrame] = []
+    decontx_rng = np.random.default_rng(seed + 1)
 
     def cells() -> Iterator[sp.csr_matrix]:
         """Raw counts of one donor x tissue block (at most `max_block` cells) at a time; obs grows alongside."""
@@ -324,7 +326,7 @@ def write_standin(
                 pending = []
                 out = {"X": sp.csr_matrix(log_cp10k(counts), dtype=np.float32), "raw.X": counts}
                 if decontx:  # Tabula Sapiens' decontaminated counts: non-integer, never the raw counts
-                    scale = np.random.default_rng(counts.shape[0] + int(counts.sum())).uniform(0.85, 1.0, counts.shape[0])
+                    scale = decontx_rng.uniform(0.85, 1.0, counts.shape[0])
                     out["decontXcounts"] = sp.csr_matrix(sp.diags(scale) @ counts, dtype=np.float32)
                 yield out
 
@@ -411,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("kind", choices=["reference", "immune"], help="reference: Tabula Sapiens v2; immune: the immune atlas")
     p.add_argument("output", help="the .h5ad to write (atomically)")
     p.add_argument("--cells", type=int, default=20_000, help="number of cells (default: %(default)s)")
-    p.add_argument("--genes", type=int, default=600, help="number of genes, >= 442 (default: %(default)s)")
+    p.add_argument("--genes", type=int, default=600,
+                   help="number of genes, >= 441: the simulator's 398 and 43 markers (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     p.add_argument("--filler-density", type=float, default=0.02,
                    help="fraction of filler genes non-zero per cell (default: %(default)s)")
