@@ -26,7 +26,7 @@ LAYERS = ["config/paper.yaml", "config/paper_ci.yaml", "config/standin_digests.y
 SIZES = {"reference": (12_000, 600), "immune": (3_000, 560)}
 
 
-def snakemake(work: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+def snakemake(work: Path, *args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *LAYERS, *args]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-10000:]
