@@ -367,18 +367,23 @@ def write_standin(
             "broad_cell_class": broad, "free_annotation": labels,
             "method": np.where(smartseq, "smartseq2", "10X"), "development_stage": f"{age[donor]}-year-old human stage",
             "sex": sex[donor],
-        }, index=[f"{b}_{donor}_{tissue.publication}" if kind == "reference" else f"{b}-1-{donor}" for b in barcodes]))
+        }, index=[f"{b}_{donor}_{tissue.publication}" if kind == "reference" else f"{b}-1-{donor}" for b in barcodes],
+        ).astype("category"))  # categorical per block: obs of 564k cells stays small until written
         return counts
 
     def obs() -> pd.DataFrame:
-        frame = pd.concat(obs_parts)
-        frame.index = pd.Index(frame.index).where(~pd.Index(frame.index).duplicated(), frame.index + "_dup")
+        from pandas.api.types import union_categoricals
+
+        index = pd.Index(np.concatenate([p.index.to_numpy() for p in obs_parts]))
+        index = index.where(~index.duplicated(), index + "_dup")
         categories = {"tissue": [t.name for t in (TS_TISSUES if kind == "reference" else IMMUNE_TISSUES)],
                       "cell_type": ALL_LABELS, "cell_type_ontology_term_id": sorted({ids[x] for x in ALL_LABELS}),
                       "assay": TS_ASSAYS if kind == "reference" else IMMUNE_ASSAYS}
-        for col in frame.columns:
-            values = frame[col].astype(str)
-            frame[col] = pd.Categorical(values, categories=sorted(set(values) | set(categories.get(col, []))))
+        frame = pd.DataFrame(index=index)
+        for col in obs_parts[0].columns:
+            values = union_categoricals([p[col] for p in obs_parts], ignore_order=True)
+            cats = sorted(set(values.categories) | set(categories.get(col, [])))
+            frame[col] = pd.Categorical(values, categories=cats)
         if kind == "immune":
             frame = frame.drop(columns=["tissue_in_publication", "compartment", "broad_cell_class", "method"])
             frame = frame.rename(columns={"free_annotation": "Manually_curated_celltype"})
@@ -397,10 +402,10 @@ def write_standin(
     write_h5ad_streamed(path, obs, var, blocks(), keys=keys, compression="gzip",
                         uns={"title": title, "schema_version": "5.2.0",
                              "standin": {"kind": kind, "seed": seed, "n_cells": n_cells, "n_genes": n_genes}})
-    frame = pd.concat(obs_parts)
-    summary = {"path": str(path), "kind": kind, "n_cells": int(len(frame)), "n_genes": int(len(genes)),
-               "n_donors": int(frame["donor_id"].nunique()), "n_tissues": int(frame["tissue"].nunique()),
-               "n_labels": int(frame["cell_type"].nunique()), "n_genes_in_vocabulary": n_sim}
+    column = lambda col: {x for p in obs_parts for x in p[col].unique()}
+    summary = {"path": str(path), "kind": kind, "n_cells": int(sum(len(p) for p in obs_parts)),
+               "n_genes": int(len(genes)), "n_donors": len(column("donor_id")), "n_tissues": len(column("tissue")),
+               "n_labels": len(column("cell_type")), "n_genes_in_vocabulary": n_sim}
     log.info("stand-in %s", summary)
     return summary
 
