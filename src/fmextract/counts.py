@@ -56,8 +56,8 @@ def counts_source(adata: ad.AnnData, layer: str | None, *, source: str, key: str
     is, in turn: layers['counts'], X when it holds integers, raw.X. `key` is the setting to name in errors (a config
     key or a command-line option). Every reader of raw counts (prepare, `fmextract apply`) goes through here.
     """
-    layers = sorted(adata.layers) + ([RAW_X] if _raw_x(adata, source=source) is not None and RAW_X not in adata.layers
-                                     else [])
+    has_raw = RAW_X not in adata.layers and getattr(adata, "raw", None) is not None
+    layers = sorted(adata.layers) + ([RAW_X] if has_raw else [])
     if layer == RAW_X:
         m = _raw_x(adata, source=source)
         if m is None:
