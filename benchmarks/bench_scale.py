@@ -148,10 +148,10 @@ def stage_prepare(args: argparse.Namespace, work: Path) -> dict:
 
 def stage_panel(args: argparse.Namespace, work: Path) -> dict:
     """The reference_donors + gene_panel rules: HVGs on the reference donors' counts, streamed panel subset."""
-    from fmextract import data
+    from fmextract import data, donors
 
-    donors = data.read_obs(work / "prepared.h5ad")["donor"].unique().tolist()
-    ref = data.choose_reference_donors(donors, n_reference=args.n_reference_donors, seed=args.seed)
+    obs = data.read_obs(work / "prepared.h5ad")
+    ref = donors.choose_reference_donors(obs, n_reference=args.n_reference_donors, min_cells=5, seed=args.seed)
     with data.open_backed(work / "prepared.h5ad") as panel:
         n_ref = int(panel.obs["donor"].isin(ref).sum())
         genes = data.select_gene_panel(panel, reference_donors=ref, n_genes=args.panel_genes, vocab=list(panel.var_names),

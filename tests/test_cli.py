@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from fmextract import data
 from fmextract.adaptor import Adaptor
@@ -47,14 +48,20 @@ def files(root, stage_table, tmp_path_factory) -> dict[str, Path]:
     build_head(fmap, adaptor, prepared[:, genes].copy(), subtypes=SUBTYPES, seed=0).save(out / "head.npz")
     cells = raw[(raw.obs["donor_id"] == "D3").to_numpy()].copy()
     cells.write_h5ad(out / "cells.h5ad")
-    # the same cells as a CELLxGENE-style file: Ensembl ids in var_names, symbols in feature_name, counts in 'raw'
-    cellxgene = ad.AnnData(X=cells.X.copy(), obs=cells.obs.copy(),
-                           var=pd.DataFrame({"feature_name": cells.var_names.to_numpy()},
-                                            index=[f"ENSG{i:011d}" for i in range(cells.n_vars)]),
-                           layers={"raw": cells.layers["counts"].copy()})
-    cellxgene.X = cellxgene.X * 0.5  # X is not counts: --counts-layer must be honoured
+    # the same cells as CELLxGENE ships them: Ensembl ids in var_names, symbols in feature_name, X normalised
+    # (float32), the counts only in raw.X (float32 holding integers)
+    var = pd.DataFrame({"feature_name": cells.var_names.to_numpy()}, index=[f"ENSG{i:011d}" for i in range(cells.n_vars)])
+    counts = sp.csr_matrix(cells.layers["counts"], dtype=np.float32)
+    cellxgene = ad.AnnData(X=sp.csr_matrix(data.log_cp10k(counts), dtype=np.float32), obs=cells.obs.copy(), var=var)
+    cellxgene.raw = ad.AnnData(X=counts, var=var)
     cellxgene.write_h5ad(out / "cellxgene.h5ad")
-    return {"dir": out, "head": out / "head.npz", "cells": out / "cells.h5ad", "cellxgene": out / "cellxgene.h5ad"}
+    # normalised X and no raw.X: nothing holds counts
+    normalised = ad.AnnData(X=cellxgene.X.copy(), obs=cells.obs.copy(), var=var)
+    normalised.write_h5ad(out / "normalised.h5ad")
+    ids_only = ad.AnnData(X=counts, obs=cells.obs.copy(), var=pd.DataFrame(index=var.index))  # no symbols at all
+    ids_only.write_h5ad(out / "ids_only.h5ad")
+    return {"dir": out, "head": out / "head.npz", "cells": out / "cells.h5ad", "cellxgene": out / "cellxgene.h5ad",
+            "normalised": out / "normalised.h5ad", "ids_only": out / "ids_only.h5ad"}
 
 
 def test_apply_writes_latent_and_predictions(files, capsys):
@@ -70,30 +77,34 @@ def test_apply_writes_latent_and_predictions(files, capsys):
     assert (result.layers["counts"] != cells.layers["counts"]).nnz == 0  # the input is carried over unchanged
 
 
-def test_apply_options_symbol_column_counts_layer_batch_size(files, capsys):
-    out = files["dir"] / "cellxgene_applied.h5ad"
-    args = ["apply", str(files["head"]), str(files["cellxgene"]), str(out), "--gene-symbol-column", "feature_name",
-            "--counts-layer", "raw", "--batch-size", "17", "--min-coverage", "0.9"]
-    assert main(args) == 0
-    assert "counts from layers['raw']" in capsys.readouterr().out
-    reference = Head.load(files["head"]).apply(ad.read_h5ad(files["cells"]))
-    result = ad.read_h5ad(out)
-    np.testing.assert_allclose(result.obsm[LATENT_KEY], reference.obsm[LATENT_KEY], rtol=1e-5,
-                               atol=1e-5 * np.abs(reference.obsm[LATENT_KEY]).max())
-    assert (result.obs["fmextract_stage"].astype(str) == reference.obs["fmextract_stage"].astype(str)).all()
+def test_apply_on_a_cellxgene_file_as_it_ships_equals_counts_in_x(files, capsys):
+    """Counts only in raw.X, Ensembl var_names: found without options, and the output equals counts in X."""
+    reference = Head.load(files["head"]).apply(ad.read_h5ad(files["cells"]))  # counts in layers/X, symbols as var_names
+    for options in ([], ["--counts-layer", "raw.X", "--gene-symbol-column", "feature_name", "--batch-size", "17"]):
+        out = files["dir"] / f"cellxgene_applied{len(options)}.h5ad"
+        assert main(["apply", str(files["head"]), str(files["cellxgene"]), str(out), "--min-coverage", "0.9",
+                     *options]) == 0
+        assert "counts from raw.X" in capsys.readouterr().out
+        result = ad.read_h5ad(out)
+        np.testing.assert_allclose(result.obsm[LATENT_KEY], reference.obsm[LATENT_KEY], rtol=1e-5,
+                                   atol=1e-5 * np.abs(reference.obsm[LATENT_KEY]).max())
+        for column in COLUMNS[:2]:
+            assert (result.obs[column].astype(str) == reference.obs[column].astype(str)).all()
+        assert result.uns["fmextract"]["counts"] == "raw.X" and result.uns["fmextract"]["coverage"] == 1.0
 
 
-@pytest.mark.parametrize("case", ["missing_input", "missing_head", "low_coverage", "not_counts"])
+@pytest.mark.parametrize("case", ["missing_input", "missing_head", "low_coverage", "no_raw", "not_counts"])
 def test_bad_input_exits_2_with_one_line(case, files, capsys):
     out = files["dir"] / f"{case}.h5ad"
     head, cells = str(files["head"]), str(files["cells"])
     argv, expected = {
         "missing_input": (["apply", head, str(files["dir"] / "absent.h5ad"), str(out)], "absent.h5ad: input file not found"),
         "missing_head": (["apply", str(files["dir"] / "nohead.npz"), cells, str(out)], "nohead.npz: head file not found"),
-        "low_coverage": (["apply", head, str(files["cellxgene"]), str(out), "--counts-layer", "raw"],
-                         "0 of 50 panel genes (0.0%) found in var_names"),
-        # cellxgene.h5ad has no 'counts' layer, so without --counts-layer its (non-count) X is used
-        "not_counts": (["apply", head, str(files["cellxgene"]), str(out), "--gene-symbol-column", "feature_name"],
+        "low_coverage": (["apply", head, str(files["ids_only"]), str(out)], "0 of 50 panel genes (0.0%) found in var_names"),
+        "no_raw": (["apply", head, str(files["normalised"]), str(out), "--counts-layer", "raw.X"],
+                   "--counts-layer=raw.X but the file has no raw.X"),
+        # normalised.h5ad has no counts layer and no raw.X, so its (non-count) X is used
+        "not_counts": (["apply", head, str(files["normalised"]), str(out), "--gene-symbol-column", "feature_name"],
                        "X holds non-integer or negative values"),
     }[case]
     assert main(argv) == 2

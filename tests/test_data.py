@@ -19,12 +19,12 @@ def test_valid_panel_passes(counts_panel):
 
 
 def test_missing_donor_column(counts_panel):
-    with pytest.raises(InputError, match=r"panel.h5ad: obs column 'donor' not found.*data.donor_key"):
+    with pytest.raises(InputError, match=r"panel.h5ad: obs column 'donor' not found.*panels.<panel>.donor_key"):
         validate(counts_panel, donor_key="donor")
 
 
 def test_missing_cell_type_column(counts_panel):
-    with pytest.raises(InputError, match=r"obs column 'celltype' not found.*data.cell_type_key"):
+    with pytest.raises(InputError, match=r"obs column 'celltype' not found.*panels.<panel>.cell_type_key"):
         validate(counts_panel, cell_type_key="celltype")
 
 
@@ -83,13 +83,6 @@ def test_gene_panel_vocab_overlap_error(counts_panel, stage_table):
     with pytest.raises(InputError, match=r"only 10.0% of genes are in the model vocabulary.*feature_name"):
         data.select_gene_panel(panel, reference_donors=["D0"], n_genes=5, vocab=panel.var_names[:4].tolist(),
                                min_vocab_overlap=0.5, source="p")
-
-
-def test_reference_donors_leave_three():
-    assert data.choose_reference_donors(list("abcdef"), n_reference=2, seed=0) == data.choose_reference_donors(
-        list("fedcba"), n_reference=2, seed=0)
-    with pytest.raises(InputError, match="n_reference_donors"):
-        data.choose_reference_donors(list("abcd"), n_reference=2, seed=0)
 
 
 def test_anchors_are_group_means(counts_panel, stage_table):
@@ -184,3 +177,91 @@ def test_open_backed_exposes_cellxgene_raw_counts(tmp_path):
     with open_backed(tmp_path / "cxg.h5ad") as backed:
         raw = backed.layers["raw.X"]
         assert np.array_equal(sp.csr_matrix(raw[:, :] if not sp.issparse(raw) else raw).toarray(), counts.toarray())
+
+
+def test_harmonise_keeps_coarse_labels_without_stage_and_anchors_skip_them(counts_panel, root):
+    from fmextract.stages import load_label_table
+
+    table = load_label_table(root / "resources" / "hematopoiesis_stages.tsv")
+    counts_panel.obs["cell_type"] = counts_panel.obs["cell_type"].astype(str)
+    counts_panel.obs.loc[counts_panel.obs_names[:20], "cell_type"] = "T cell"
+    panel, unmapped = data.harmonise(counts_panel, table, source="p", **KEYS)
+    assert panel.n_obs == counts_panel.n_obs and unmapped.empty
+    coarse = (panel.obs["cell_type"] == "T cell").to_numpy()
+    assert (panel.obs.loc[coarse, "branch"] == "t_nk").all() and panel.obs.loc[coarse, "stage"].isna().all()
+    assert panel.obs.loc[coarse, "depth"].isna().all() and panel.obs.loc[~coarse, "stage"].notna().all()
+    data.log_normalise(panel)
+    _, meta = data.anchors(panel, min_cells=1)
+    assert meta["stage"].notna().all() and meta["n_cells"].sum() == (~coarse).sum()
+
+
+def test_harmonise_maps_by_ontology_id_and_filters_assays(counts_panel, root):
+    from fmextract.stages import load_label_table
+
+    table = load_label_table(root / "resources" / "hematopoiesis_stages.tsv")
+    obs = counts_panel.obs
+    obs["cell_type"] = obs["cell_type"].astype(str)
+    obs["cell_type_ontology_term_id"] = "unknown"
+    obs.loc[obs_names := counts_panel.obs_names[:10], "cell_type"] = "my own label"
+    obs.loc[obs_names, "cell_type_ontology_term_id"] = "CL:0000236"  # B cell: coarse b_plasma
+    obs.loc[counts_panel.obs_names[10:15], "cell_type"] = "fibroblast"
+    obs["assay"] = "10x 3' v3"
+    obs.loc[counts_panel.obs_names[-7:], "assay"] = "Smart-seq2"
+    panel, unmapped = data.harmonise(counts_panel, table, source="p", ontology_key="cell_type_ontology_term_id",
+                                     assay_key="assay", keep_assays=["10x *"], **KEYS)
+    assert panel.n_obs == counts_panel.n_obs - 5 - 7 and (panel.obs["assay"] == "10x 3' v3").all()
+    assert (panel.obs.loc[obs_names, "branch"] == "b_plasma").all() and panel.obs.loc[obs_names, "stage"].isna().all()
+    assert unmapped.to_dict("list") == {"label": ["fibroblast"], "ontology_id": ["unknown"], "n_cells": [5]}
+    with pytest.raises(InputError, match=r"none of the 120 cells has an assay matching panels.<panel>.keep_assays="
+                                         r"\['10x 5\*'\] \(assays found: 10x 3' v3, Smart-seq2\)"):
+        data.harmonise(counts_panel, table, source="p", assay_key="assay", keep_assays=["10x 5*"], **KEYS)
+    with pytest.raises(InputError, match=r"keep_assays is set but panels.<panel>.assay_key is not"):
+        data.harmonise(counts_panel, table, source="p", keep_assays=["10x *"], **KEYS)
+
+
+def test_no_mapped_label_is_one_line_with_the_count(counts_panel, stage_table):
+    counts_panel.obs["cell_type"] = "epithelial cell"
+    with pytest.raises(InputError, match=r"none of the 120 cells has a label in the stage table \(1 distinct labels in "
+                                         r"obs\['cell_type'\], e.g. 'epithelial cell'\); set panels.<panel>.cell_type_key"):
+        data.harmonise(counts_panel, stage_table, source="p", **KEYS)
+
+
+def test_require_anchors_names_count_key_and_cause(counts_panel, stage_table):
+    panel, _ = data.harmonise(counts_panel, stage_table, source="p", **KEYS)
+    data.log_normalise(panel)
+    _, meta = data.anchors(panel, min_cells=1000)
+    with pytest.raises(InputError, match=r"p: 0 anchor\(s\) over 0 stage\(s\) among the reference donors reach "
+                                         r"anchors.min_cells=1000 cells \(largest donor x tissue x stage group: \d+ cells\)"
+                                         r".*panel.n_reference_donors") as err:
+        data.require_anchors(meta, min_cells=1000, source="p")
+    assert "\n" not in str(err.value)
+    _, meta = data.anchors(panel, min_cells=1)
+    data.require_anchors(meta, min_cells=1, source="p")
+
+
+def test_prepare_reads_cellxgene_raw_x_and_counts_what_it_drops(tmp_path, counts_panel, root):
+    """A CELLxGENE-layout file (normalised X, float32 counts in raw.X, Ensembl var_names) prepares like counts in X."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from fmextract.stages import load_label_table
+
+    table = load_label_table(root / "resources" / "hematopoiesis_stages.tsv")
+    counts = sp.csr_matrix(counts_panel.layers["counts"], dtype=np.float32)
+    var = pd.DataFrame({"feature_name": counts_panel.var_names}, index=[f"ENSG{i:011d}" for i in range(counts.shape[1])])
+    obs = counts_panel.obs.assign(assay="10x 3' v3")
+    obs.loc[obs.index[:4], "assay"] = "Smart-seq2"
+    cxg = ad.AnnData(X=data.log_cp10k(counts), obs=obs, var=var)
+    cxg.raw = ad.AnnData(X=counts, var=var)
+    cxg.write_h5ad(tmp_path / "cxg.h5ad")
+    keys = {**KEYS, "counts_layer": None, "gene_symbol_column": "feature_name"}
+    unmapped, info = data.prepare_panel(tmp_path / "cxg.h5ad", table, tmp_path / "prep.h5ad", source="p", min_donors=3,
+                                        assay_key="assay", keep_assays=["10x *"], **keys)
+    assert info["counts_source"] == "raw.X" and info["n_dropped_assay"] == 4 and info["n_obs"] == counts.shape[0] - 4
+    prepared = ad.read_h5ad(tmp_path / "prep.h5ad")
+    assert list(prepared.var_names) == list(counts_panel.var_names)
+    assert abs(prepared.layers["counts"] - counts[4:]).max() == 0
+    no_raw = ad.AnnData(X=data.log_cp10k(counts), obs=obs, var=var)  # normalised X and no raw.X: nothing to count
+    with pytest.raises(InputError, match=r"p: X holds non-integer or negative values.*panels.<panel>.counts_layer"):
+        data.validate_panel(no_raw, source="p", min_donors=3, **keys)

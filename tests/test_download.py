@@ -149,7 +149,7 @@ def test_checksum_mismatch_leaves_nothing(server, tmp_path):
         download(server.url + "/atlas.h5ad", dest, sha256=wrong, **FAST)
     msg = str(exc.value)
     assert "\n" not in msg
-    assert str(dest) in msg and wrong in msg and DIGEST in msg and "checksum in the config" in msg
+    assert str(dest) in msg and wrong in msg and DIGEST in msg and "checksum in the config" in msg and "new file id" in msg
     _no_leftovers(dest)
 
 

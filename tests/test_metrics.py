@@ -135,3 +135,31 @@ def test_metrics_table_long_format_drops_nan():
     assert list(metrics_table([]).columns) == ["split", "method", "endpoint", "value"]
     with pytest.raises(InputError, match="lack key"):
         metrics_table([{"split": "s", "value": 1.0}])
+
+
+def test_coarse_cells_count_for_branch_but_not_for_stage_subtype_or_pseudotime():
+    """A coarse label (e.g. 'T cell'): branch endpoints use it; stage, subtype and pseudotime endpoints skip it."""
+    from fmextract.readouts import fit_readouts
+
+    rng = np.random.default_rng(0)
+    stages = np.array(["naive_cd4_t", "naive_cd8_t", "macrophage", "classical_monocyte"] * 30, dtype=object)
+    branch = np.where(np.isin(stages, ["naive_cd4_t", "naive_cd8_t"]), "t_nk", "monocyte_macrophage_dc")
+    depth = np.where(stages == "macrophage", 5.0, 4.0)
+    obs = pd.DataFrame({"donor": np.repeat(["A", "B"], 60), "stage": stages, "branch": branch, "depth": depth})
+    coarse = np.arange(len(obs)) % 5 == 0
+    obs.loc[coarse, ["stage", "depth"]] = np.nan
+    Z = rng.normal(size=(len(obs), 4)) + pd.get_dummies(stages).to_numpy() @ rng.normal(size=(4, 4)) * 3
+    readouts = fit_readouts(Z, obs, subtypes=SUBTYPES, seed=0)
+    assert "nan" not in set(readouts.classifiers["stage"].classes_)
+    pred = readouts.predict(Z)
+    per_donor = per_donor_metrics(obs, pred, subtypes=SUBTYPES)
+    staged = obs[~coarse].reset_index(drop=True)
+    pred_staged = {k: (v[~coarse].reset_index(drop=True) if isinstance(v, (pd.DataFrame, pd.Series)) else v[~coarse])
+                   for k, v in pred.items()}
+    only_staged = per_donor_metrics(staged, pred_staged, subtypes=SUBTYPES)
+    for endpoint in ("stage_balanced_accuracy", "cd4_cd8_auroc", "mono_macro_auroc", "pseudotime_depth_spearman"):
+        np.testing.assert_allclose(per_donor[endpoint], only_staged[endpoint])  # coarse cells change nothing
+    predicted = pred["branch_proba"].idxmax(axis=1).to_numpy()
+    for donor, rows in obs.groupby("donor").indices.items():  # branch: every cell, coarse ones included
+        assert per_donor.loc[donor, "branch_balanced_accuracy"] == pytest.approx(
+            balanced_accuracy_score(obs["branch"].to_numpy()[rows], predicted[rows]))

@@ -58,3 +58,14 @@ def test_bad_embeddings_are_input_errors():
         fit_mlp_probe(Z[:10], obs, subtypes={}, seed=0)
     with pytest.raises(InputError, match="hidden"):
         fit_mlp_probe(Z, obs, subtypes={}, seed=0, hidden=(8,))
+
+
+def test_coarse_cells_train_the_branch_head_only():
+    """Cells with a coarse label (branch, no stage, no depth) never become a 'nan' stage class."""
+    Z, obs = _data(d=3)
+    obs = obs.astype({"stage": object})
+    obs.loc[obs.index[:40], ["stage", "depth"]] = np.nan
+    probe = fit_mlp_probe(Z, obs, subtypes=SUBTYPES, seed=0, hidden=(16, 8), epochs=5)
+    assert probe.stages == ["a", "b", "c"] and set(probe.branches) == {"x", "y"}
+    pred = probe.predict(Z[:5], index=obs.index[:5])
+    assert np.isfinite(pred["pseudotime"]).all() and list(pred["stage_proba"].columns) == ["a", "b", "c"]

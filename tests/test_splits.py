@@ -125,3 +125,13 @@ def test_cap_errors():
         cap_training_cells(obs, ["A"], 0, seed=0)
     with pytest.raises(InputError, match="no column 'donor'"):
         cap_training_cells(obs.rename(columns={"donor": "d"}), ["A"], 3, seed=0)
+
+
+def test_split_scale_keeps_the_paper_design_small():
+    from fmextract.splits import split_plan
+
+    assert split_plan(design="paper") == [("all_method", 40), ("core_a", 24), ("core_b", 24)]
+    assert split_plan(design="paper", scale=0.05) == [("all_method", 2), ("core_a", 1), ("core_b", 1)]
+    assert split_plan(n_splits=12, scale=0.5) == [("all_method", 6)]
+    with pytest.raises(InputError, match=r"splits.scale is 0"):
+        split_plan(design="paper", scale=0)

@@ -9,6 +9,7 @@ import pytest
 from fmextract.errors import InputError
 from fmextract.stages import (
     BRANCHES,
+    load_label_table,
     load_marker_programs,
     load_stage_graph,
     load_stage_table,
@@ -16,6 +17,35 @@ from fmextract.stages import (
     ruler_distances,
     stage_info,
 )
+
+#: The blood/immune cell_type labels of Tabula Sapiens named in issue 12 (CELLxGENE names); each must reach a branch.
+TABULA_SAPIENS_LABELS = [
+    "B cell", "naive B cell", "memory B cell", "class switched memory B cell", "transitional stage B cell", "plasma cell",
+    "plasmablast", "T cell", "CD4-positive, alpha-beta T cell", "naive thymus-derived CD4-positive, alpha-beta T cell",
+    "CD4-positive, alpha-beta memory T cell", "CD4-positive helper T cell", "regulatory T cell",
+    "CD8-positive, alpha-beta T cell", "naive thymus-derived CD8-positive, alpha-beta T cell",
+    "CD8-positive, alpha-beta memory T cell", "CD8-positive, alpha-beta cytokine secreting effector T cell",
+    "mature alpha-beta T cell", "double-positive, alpha-beta thymocyte", "double negative thymocyte", "thymocyte",
+    "mucosal invariant T cell", "gamma-delta T cell", "mature NK T cell", "type I NK T cell", "natural killer cell",
+    "innate lymphoid cell", "monocyte", "classical monocyte", "non-classical monocyte", "intermediate monocyte",
+    "macrophage", "alveolar macrophage", "tissue-resident macrophage", "elicited macrophage", "Kupffer cell",
+    "dendritic cell", "conventional dendritic cell", "myeloid dendritic cell", "CD1c-positive myeloid dendritic cell",
+    "CD141-positive myeloid dendritic cell", "plasmacytoid dendritic cell", "neutrophil", "mature neutrophil",
+    "granulocyte", "eosinophil", "basophil", "mast cell", "erythrocyte", "erythroid progenitor cell",
+    "erythroid lineage cell", "platelet", "megakaryocyte", "hematopoietic stem cell", "hematopoietic precursor cell",
+    "common myeloid progenitor", "common lymphoid progenitor", "granulocyte monocyte progenitor cell",
+]
+#: Labels that name a lineage, not a fine stage: a branch, no stage, no depth.
+COARSE = {"B cell": "b_plasma", "T cell": "t_nk", "CD4-positive, alpha-beta T cell": "t_nk",
+          "CD8-positive, alpha-beta T cell": "t_nk", "mature alpha-beta T cell": "t_nk",
+          "dendritic cell": "monocyte_macrophage_dc", "conventional dendritic cell": "monocyte_macrophage_dc",
+          "myeloid dendritic cell": "monocyte_macrophage_dc", "monocyte": "monocyte_macrophage_dc",
+          "granulocyte": "granulocytic", "erythroid lineage cell": "erythroid_megakaryocyte"}
+
+
+@pytest.fixture(scope="module")
+def label_table(root):
+    return load_label_table(root / "resources" / "hematopoiesis_stages.tsv")
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +76,8 @@ def test_stage_table_shape(stage_table):
     [
         ("hematopoietic stem cell", "hsc"),
         ("common myeloid progenitor", "cmp"),
-        ("CD4-positive, alpha-beta T cell", "naive_cd4_t"),
         ("CD4-positive, alpha-beta memory T cell", "memory_cd4_t"),
         ("naive thymus-derived CD4-positive, alpha-beta T cell", "naive_cd4_t"),
-        ("CD8-positive, alpha-beta T cell", "naive_cd8_t"),
         ("effector memory CD8-positive, alpha-beta T cell", "effector_cd8_t"),
         ("classical monocyte", "classical_monocyte"),
         ("non-classical monocyte", "nonclassical_monocyte"),
@@ -159,4 +187,57 @@ def test_map_labels_exact_loose_and_unmapped(stage_table):
     assert list(mapped.index) == list("vwxyz")
     assert mapped.loc["v", "stage"] == "classical_monocyte" and mapped.loc["x", "branch"] == "monocyte_macrophage_dc"
     assert mapped["stage"].isna().sum() == 3 and np.isnan(mapped.loc["w", "depth"])
-    assert unmapped.to_dict("list") == {"label": ["foo", "bar"], "n_cells": [2, 1]}
+    assert unmapped.to_dict("list") == {"label": ["foo", "bar"], "ontology_id": ["", ""], "n_cells": [2, 1]}
+
+
+def test_every_tabula_sapiens_label_maps_to_a_branch_by_name_and_by_id(label_table):
+    mapped, unmapped = map_labels(pd.Series(TABULA_SAPIENS_LABELS), label_table)
+    assert unmapped.empty and mapped["branch"].notna().all()
+    ids = label_table.set_index("label")["ontology_id"]
+    assert (ids.loc[TABULA_SAPIENS_LABELS] != "").all()  # every listed label has its Cell Ontology id
+    # by id alone (author labels that are not CL names, as files carry them next to cell_type_ontology_term_id)
+    by_id, unmapped = map_labels(pd.Series(["author label"] * len(ids.loc[TABULA_SAPIENS_LABELS])), label_table,
+                                 ontology_ids=pd.Series(ids.loc[TABULA_SAPIENS_LABELS].to_numpy()))
+    assert unmapped.empty and by_id.reset_index(drop=True).astype(str).equals(mapped.reset_index(drop=True).astype(str))
+    fine = mapped[~pd.Series(TABULA_SAPIENS_LABELS).isin(list(COARSE)).to_numpy()]
+    assert fine["stage"].notna().all() and np.isfinite(fine["depth"]).all()
+
+
+@pytest.mark.parametrize("label, branch", sorted(COARSE.items()))
+def test_coarse_labels_get_a_branch_but_no_stage(label_table, label, branch):
+    mapped, unmapped = map_labels(pd.Series([label]), label_table)
+    assert unmapped.empty and mapped["branch"].iloc[0] == branch
+    assert pd.isna(mapped["stage"].iloc[0]) and np.isnan(mapped["depth"].iloc[0])
+
+
+def test_stage_table_leaves_coarse_labels_out(label_table, stage_table):
+    assert set(label_table["label"]) - set(stage_table["label"]) >= set(COARSE)
+    assert stage_table["stage"].notna().all() and stage_info(label_table).equals(stage_info(stage_table))
+    mapped, unmapped = map_labels(pd.Series(["T cell"]), stage_table)  # the stage table alone has no coarse rows
+    assert mapped["branch"].isna().all() and unmapped["label"].tolist() == ["T cell"]
+
+
+def test_ontology_id_wins_over_the_name_and_name_is_the_fallback(label_table):
+    labels = pd.Series(["macrophage", "B cell", "epithelial cell", "Kupffer cell"])
+    ids = pd.Series(["CL:0000084", "", "CL:0000066", "unknown"])  # T cell id; none; not in table; not an id
+    mapped, unmapped = map_labels(labels, label_table, ontology_ids=ids)
+    assert mapped["branch"].tolist()[:2] == ["t_nk", "b_plasma"] and pd.isna(mapped["stage"].iloc[0])
+    assert mapped["stage"].iloc[3] == "macrophage"
+    assert unmapped.to_dict("list") == {"label": ["epithelial cell"], "ontology_id": ["CL:0000066"], "n_cells": [1]}
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("label\tstage\tbranch\tdepth\nx\t\tt_nk\t2\n", r"label 'x' has a stage or a depth but not both"),
+        ("label\tstage\tbranch\tdepth\tontology_id\nx\t\tt_nk\t\tCL:12\n", r"ontology_id 'CL:12' is not"),
+        ("label\tstage\tbranch\tdepth\tontology_id\nx\t\tt_nk\t\tCL:0000084\ny\t\tt_nk\t\tCL:0000084\n",
+         r"ontology_id 'CL:0000084' is given to more than one label"),
+        ("label\tstage\tbranch\tdepth\nT cell\t\tt_nk\t\nt  cell\tu\tt_nk\t1\n", r"case/spacing"),
+    ],
+)
+def test_bad_label_table(tmp_path, text, pattern):
+    path = write(tmp_path, "stages.tsv", text)
+    with pytest.raises(InputError, match=pattern) as err:
+        load_label_table(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

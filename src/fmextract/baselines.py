@@ -74,8 +74,8 @@ def donor_local_pseudotime(
 
 
 def stage_branch_map(obs: pd.DataFrame) -> pd.Series:
-    """Each training stage's branch (its most frequent branch among training cells)."""
-    pairs = obs[["stage", "branch"]].astype(str)
+    """Each training stage's branch (its most frequent branch among training cells; coarse labels have no stage)."""
+    pairs = obs.loc[obs["stage"].notna(), ["stage", "branch"]].astype(str)
     return pairs.groupby("stage")["branch"].agg(lambda b: b.value_counts().index[0])
 
 

@@ -144,7 +144,7 @@ def _empty_csr_group(parent: h5py.Group, name: str, n_vars: int, *, dtype: np.dt
 
 def write_h5ad_streamed(
     path: str | os.PathLike,
-    obs: pd.DataFrame,
+    obs: pd.DataFrame | Callable[[], pd.DataFrame],
     var: pd.DataFrame,
     blocks: Iterable[Mapping[str, sp.csr_matrix]],
     *,
@@ -154,24 +154,40 @@ def write_h5ad_streamed(
 ) -> None:
     """Write an .h5ad atomically whose matrices arrive as CSR row blocks, so memory holds one block at a time.
 
-    Each block maps every name in `keys` ("X" or a layer name) to the next rows of that matrix; obs/var/uns are
-    written by anndata first (same encodings as `AnnData.write_h5ad`, strings as categoricals).
+    Each block maps every name in `keys` ("X", "raw.X" for CELLxGENE's raw counts over the same genes, or a layer
+    name) to the next rows of that matrix; obs/var/uns are written by anndata (same encodings as
+    `AnnData.write_h5ad`, strings as categoricals). `obs` may be a callable returning the obs table once every block
+    has been produced (a generator that learns each cell's annotation as it makes the cell).
     """
+    from anndata.io import write_elem
+
     from fmextract.io import atomic_path
 
+    late = callable(obs)
     with atomic_path(path) as tmp:
-        ad.AnnData(obs=obs, var=var, uns=dict(uns or {})).write_h5ad(tmp, compression=compression)
+        ad.AnnData(obs=None if late else obs, var=var, uns=dict(uns or {})).write_h5ad(tmp, compression=compression)
         with h5py.File(tmp, "r+") as f:
-            layers = f.require_group("layers")
             targets: dict[str, CSRDataset] = {}
+
+            def target(key: str, dtype: np.dtype) -> CSRDataset:
+                if key == "X":
+                    parent, name = f, "X"
+                elif key == "raw.X":
+                    parent, name = f.require_group("raw"), "X"
+                    parent.attrs.update({"encoding-type": "raw", "encoding-version": "0.1.0"})
+                    write_elem(parent, "var", var)
+                    write_elem(parent, "varm", {})
+                else:
+                    parent, name = f.require_group("layers"), key
+                return _empty_csr_group(parent, name, var.shape[0], dtype=dtype, compression=compression)
+
             rows = 0
             for block in blocks:
                 n = None
                 for key in keys:
                     m = sp.csr_matrix(block[key])
                     if key not in targets:
-                        parent, name = (f, "X") if key == "X" else (layers, key)
-                        targets[key] = _empty_csr_group(parent, name, var.shape[0], dtype=m.dtype, compression=compression)
+                        targets[key] = target(key, m.dtype)
                     if n is not None and m.shape[0] != n:
                         raise ValueError(f"block matrices disagree on rows: {key} has {m.shape[0]}, expected {n}")
                     n = m.shape[0]
@@ -179,7 +195,10 @@ def write_h5ad_streamed(
                 rows += n or 0
             for key in keys:
                 if key not in targets:
-                    parent, name = (f, "X") if key == "X" else (layers, key)
-                    _empty_csr_group(parent, name, var.shape[0], dtype=np.dtype(np.float32), compression=compression)
+                    target(key, np.dtype(np.float32))
+            if late:
+                obs = obs()
+                del f["obs"]
+                write_elem(f, "obs", obs, dataset_kwargs={"compression": compression} if compression else {})
             if rows != obs.shape[0]:
                 raise ValueError(f"streamed {rows} rows for {obs.shape[0]} obs rows")

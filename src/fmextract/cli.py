@@ -22,9 +22,11 @@ fmextract_branch, fmextract_stage (+ _probability), one fmextract_<subtype> prob
 (e.g. fmextract_cd4_cd8 = P(CD4)), fmextract_pseudotime (predicted depth, 0 = HSC/MPP) and uns['fmextract']
 (gene coverage).
 
-INPUT must hold RAW integer counts over all measured genes (layers['counts'] if present, else X, or the
-layer named by --counts-layer); the head applies the pipeline's log1p(CP10k) normalisation itself. Genes
-are matched by symbol: var_names, or the var column named by --gene-symbol-column (CELLxGENE: feature_name).
+INPUT must hold RAW integer counts over all measured genes (integer-valued floats are fine): the layer named
+by --counts-layer (or raw.X), else layers['counts'], else X if it holds integers, else raw.X, so a CELLxGENE
+file works as it ships (normalised X, counts in raw.X). The head applies the pipeline's log1p(CP10k)
+normalisation itself. Genes are matched by symbol: var_names, the var column named by --gene-symbol-column,
+or feature_name when var_names are Ensembl ids (CELLxGENE).
 """
 
 
@@ -134,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT.h5ad", help="cells to annotate, raw counts")
     p.add_argument("output", metavar="OUTPUT.h5ad", help="where to write the annotated copy (written atomically)")
     p.add_argument("--gene-symbol-column", metavar="COL", default=None,
-                   help="var column with gene symbols (default: var_names; CELLxGENE files: feature_name)")
+                   help="var column with gene symbols (default: var_names, or feature_name when var_names are "
+                        "Ensembl ids)")
     p.add_argument("--counts-layer", metavar="NAME", default=None,
-                   help="layer with raw counts (default: layers['counts'] if present, else X)")
+                   help="layer with raw counts, or raw.X (default: layers['counts'], else X if integer-valued, "
+                        "else raw.X)")
     p.add_argument("--min-coverage", metavar="F", type=_fraction, default=0.5,
                    help="fail if fewer than this fraction of panel genes is found (default: %(default)s)")
     p.add_argument("--batch-size", metavar="N", type=_positive_int, default=BATCH_ROWS,

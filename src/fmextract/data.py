@@ -1,4 +1,5 @@
-"""Panel I/O and validation, stage harmonisation, normalisation, the HVG gene panel and anchors.
+"""Panel I/O and validation, stage harmonisation (labels by ontology id or name, coarse labels, assays), the HVG gene
+panel and anchors. Where raw counts live and how they are normalised is `fmextract.counts`.
 
 Atlas-scale panels are never loaded whole: `prepare_panel` streams row chunks of the raw file (validate,
 harmonise, normalise, write), `select_gene_panel` reads only the reference donors' counts, and
@@ -18,7 +19,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 # open_backed and read_obs are used by the workflow scripts through this module
-from fmextract.chunks import CHUNK_ROWS, Matrix, is_on_disk, open_backed, read_obs, read_rows, row_blocks, write_h5ad_streamed
+from fmextract.chunks import CHUNK_ROWS, is_on_disk, open_backed, read_obs, read_rows, row_blocks, write_h5ad_streamed
+# log_normalise and counts_matrix are part of this module's public panel helpers (defined with the count lookup)
+from fmextract.counts import check_in_memory, counts_blocks, counts_matrix, counts_source, log_cp10k, log_normalise
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.stages import map_labels
@@ -35,57 +38,6 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> None:
         adata.write_h5ad(tmp, compression="gzip")
 
 
-def _counts_source(adata: ad.AnnData, *, layer: str | None, source: str) -> Matrix:
-    """The raw-count matrix (layer or X), in memory or on disk, without copying it."""
-    if layer is not None and layer not in adata.layers:
-        raise InputError(
-            f"{source}: layer '{layer}' not found (layers: {sorted(adata.layers)}); "
-            "set data.counts_layer to the layer holding raw counts, or null to use X"
-        )
-    m = adata.layers[layer] if layer is not None else adata.X
-    if m is None:
-        raise InputError(f"{source}: X is empty; set data.counts_layer to the layer holding raw counts")
-    return m
-
-
-def _check_counts(values: np.ndarray, *, layer: str | None, source: str) -> None:
-    """Raise the contract's InputError if `values` (non-zero entries or a dense block) are non-integer or negative."""
-    if values.size and (np.any(values < 0) or not np.allclose(values, np.round(values))):
-        where = f"layers['{layer}']" if layer is not None else "X"
-        raise InputError(
-            f"{source}: {where} holds non-integer or negative values, but raw counts are expected; "
-            "set data.counts_layer to the layer with raw UMI counts"
-        )
-
-
-def _counts_blocks(m: Matrix, *, layer: str | None, source: str, chunk_size: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
-    """Row blocks of a raw-count matrix as float32 CSR, each checked to hold non-negative integers."""
-    for start, stop, block in row_blocks(m, chunk_size=chunk_size):
-        block = sp.csr_matrix(block, dtype=np.float32)
-        _check_counts(block.data, layer=layer, source=source)
-        yield start, stop, block
-
-
-def counts_matrix(adata: ad.AnnData, *, layer: str | None, source: str, chunk_size: int = CHUNK_ROWS) -> sp.csr_matrix:
-    """Return raw counts (sparse CSR) from `layer` (or X), rejecting non-integer or negative values.
-
-    The whole matrix is returned; the check runs chunk by chunk, and an in-memory float32 CSR is not copied.
-    """
-    m = _counts_source(adata, layer=layer, source=source)
-    if is_on_disk(m):
-        parts = [b for _, _, b in _counts_blocks(m, layer=layer, source=source, chunk_size=chunk_size)]
-        return sp.csr_matrix(sp.vstack(parts, format="csr")) if parts else sp.csr_matrix(m.shape, dtype=np.float32)
-    _check_in_memory(m, layer=layer, source=source, step=chunk_size * 1000)
-    return sp.csr_matrix(m, dtype=np.float32)
-
-
-def _check_in_memory(m: np.ndarray | sp.spmatrix, *, layer: str | None, source: str, step: int) -> None:
-    """Check an in-memory count matrix's values slice by slice (no full-size temporaries, no dtype copy)."""
-    vals = m.data if sp.issparse(m) else np.asarray(m).reshape(-1)
-    for i in range(0, vals.size, step):
-        _check_counts(vals[i : i + step], layer=layer, source=source)
-
-
 def validate_panel(
     adata: ad.AnnData,
     *,
@@ -98,36 +50,69 @@ def validate_panel(
     min_donors: int,
     check_counts: bool = True,
     chunk_size: int = CHUNK_ROWS,
+    config: str = "panels.<panel>",
 ) -> None:
     """Check that a user panel honours the data contract; raise one actionable InputError otherwise.
 
     Works on in-memory and backed (`open_backed`) panels; counts are checked chunk by chunk (`check_counts=False`
-    leaves that to a caller that streams the counts anyway, as `prepare_panel` does).
+    leaves that to a caller that streams the counts anyway, as `prepare_panel` does). `config` is the panel's config
+    section named in errors.
     """
-    for cfg_key, col in (("data.donor_key", donor_key), ("data.cell_type_key", cell_type_key), ("data.tissue_key", tissue_key)):
+    for name, col in (("donor_key", donor_key), ("cell_type_key", cell_type_key), ("tissue_key", tissue_key)):
         if col is not None and col not in adata.obs.columns:
             raise InputError(
                 f"{source}: obs column '{col}' not found (obs has: {', '.join(map(str, adata.obs.columns[:12]))}); "
-                f"set {cfg_key} to the right column name"
+                f"set {config}.{name} to the right column name"
             )
     if gene_symbol_column is not None and gene_symbol_column not in adata.var.columns:
         raise InputError(
             f"{source}: var column '{gene_symbol_column}' not found (var has: {', '.join(map(str, adata.var.columns[:12]))}); "
-            "set data.gene_symbol_column to the column with gene symbols, or null to use var_names"
+            f"set {config}.gene_symbol_column to the column with gene symbols, or null to use var_names"
         )
-    m = _counts_source(adata, layer=counts_layer, source=source)
+    key = f"{config}.counts_layer"
+    m, where = counts_source(adata, counts_layer, source=source, key=key)
     if check_counts:
         if is_on_disk(m):
-            for _ in _counts_blocks(m, layer=counts_layer, source=source, chunk_size=chunk_size):
+            for _ in counts_blocks(m, where=where, source=source, key=key, chunk_size=chunk_size):
                 pass
         else:
-            _check_in_memory(m, layer=counts_layer, source=source, step=chunk_size * 1000)
+            check_in_memory(m, where=where, source=source, key=key, step=chunk_size * 1000)
     n_donors = adata.obs[donor_key].nunique()
     if n_donors < min_donors:
         raise InputError(
             f"{source}: obs['{donor_key}'] has {n_donors} donor(s), fewer than data.min_donors={min_donors}; "
-            "donor-holdout benchmarks need more donors (or point data.donor_key at the donor column)"
+            f"donor-holdout benchmarks need more donors (or point {config}.donor_key at the donor column)"
         )
+
+
+def _assay_filter(obs: pd.DataFrame, assay_key: str | None, keep_assays: Sequence[str] | None, *, source: str,
+                  config: str) -> np.ndarray:
+    """Mask of cells whose assay matches a `keep_assays` pattern (fnmatch, e.g. "10x *"); every cell without a filter.
+
+    Logs the cells kept and dropped per assay: mixed assays (10x UMI counts, Smart-seq2 read counts) are never pooled
+    silently.
+    """
+    from fnmatch import fnmatchcase
+
+    if assay_key is None:
+        if keep_assays:
+            raise InputError(f"{source}: {config}.keep_assays is set but {config}.assay_key is not; name the obs column "
+                             "holding the assay (CELLxGENE: assay)")
+        return np.ones(len(obs), dtype=bool)
+    if assay_key not in obs.columns:
+        raise InputError(f"{source}: obs column '{assay_key}' not found (obs has: "
+                         f"{', '.join(map(str, obs.columns[:12]))}); set {config}.assay_key to the assay column, or null")
+    assay = obs[assay_key].astype(str).to_numpy()
+    names = sorted(set(assay))
+    kept = {a for a in names if not keep_assays or any(fnmatchcase(a, p) for p in keep_assays)}
+    counts = pd.Series(assay).value_counts()
+    for a in names:
+        log.info("%s: assay '%s': %d cells %s", source, a, counts[a], "kept" if a in kept else
+                 f"DROPPED ({config}.keep_assays={list(keep_assays)})")
+    if not kept:
+        raise InputError(f"{source}: none of the {len(obs)} cells has an assay matching {config}.keep_assays="
+                         f"{list(keep_assays)} (assays found: {', '.join(names)}); fix the patterns or set them to null")
+    return np.isin(assay, sorted(kept))
 
 
 def _harmonised_obs(
@@ -138,26 +123,61 @@ def _harmonised_obs(
     donor_key: str,
     cell_type_key: str,
     tissue_key: str | None,
-) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """Kept cells' obs with the harmonised columns, the keep mask and the unmapped-label counts (obs only)."""
-    mapped, unmapped = map_labels(obs[cell_type_key].astype(str), stage_table)
-    keep = mapped["stage"].notna().to_numpy()
-    if not keep.any():
+    ontology_key: str | None = None,
+    assay_key: str | None = None,
+    keep_assays: Sequence[str] | None = None,
+    config: str = "panels.<panel>",
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, dict]:
+    """Kept cells' obs with the harmonised columns, the keep mask, the unmapped-label counts and drop counts.
+
+    Cells are kept when their assay is kept and their label maps to a branch (by `ontology_key` id where the column
+    exists, else by name); coarse labels keep a branch with stage and depth missing.
+    """
+    in_assay = _assay_filter(obs, assay_key, keep_assays, source=source, config=config)
+    ids = None
+    if ontology_key is not None and ontology_key in obs.columns:
+        ids = obs[ontology_key].astype(str)
+        log.info("%s: labels mapped by obs['%s'] (Cell Ontology ids) where the stage table has the id, else by name",
+                 source, ontology_key)
+    sub = obs.loc[in_assay]
+    mapped, unmapped = map_labels(sub[cell_type_key].astype(str), stage_table,
+                                  ontology_ids=None if ids is None else ids[in_assay])
+    has_branch = mapped["branch"].notna().to_numpy()
+    if not has_branch.any():
+        n_labels = sub[cell_type_key].nunique()
         raise InputError(
-            f"{source}: none of the obs['{cell_type_key}'] labels is in the stage table; "
-            "add rows to resources/hematopoiesis_stages.tsv or set data.cell_type_key to the right column"
+            f"{source}: none of the {int(in_assay.sum())} cells{' left by the assay filter' if assay_key else ''} has a "
+            f"label in the stage table ({n_labels} distinct labels in obs['{cell_type_key}'], e.g. "
+            f"{', '.join(map(repr, unmapped['label'].head(3)))}); set {config}.cell_type_key to the cell-type column "
+            "or add rows to the stage table (data.stage_table)"
         )
-    if (~keep).any():
-        log.warning("%s: dropped %d of %d cells with labels absent from the stage table", source, (~keep).sum(), keep.size)
+    keep = np.zeros(len(obs), dtype=bool)
+    keep[np.flatnonzero(in_assay)[has_branch]] = True
+    drops = {"n_dropped_assay": int((~in_assay).sum()), "n_dropped_unmapped": int((~has_branch).sum()),
+             "n_coarse": int((has_branch & mapped["stage"].isna().to_numpy()).sum())}
+    if drops["n_dropped_unmapped"]:
+        log.warning("%s: dropped %d of %d cells with labels absent from the stage table (listed with counts in the "
+                    "unmapped-labels table)", source, drops["n_dropped_unmapped"], int(in_assay.sum()))
+    if drops["n_coarse"]:
+        log.info("%s: %d cells carry a coarse label (branch, no fine stage): used by branch endpoints only",
+                 source, drops["n_coarse"])
     out = obs.loc[keep].copy()
     out["donor"] = out[donor_key].astype(str)
     out["tissue"] = out[tissue_key].astype(str) if tissue_key is not None else "unknown"
     out["cell_type"] = out[cell_type_key].astype(str)
     for col in ("stage", "branch", "depth"):
-        out[col] = mapped.loc[keep, col].to_numpy()
+        out[col] = mapped.loc[has_branch, col].to_numpy()
     out["depth"] = out["depth"].astype(float)
     out.index = ad.utils.make_index_unique(pd.Index(out.index.astype(str)))
-    return out, keep, unmapped
+    return out, keep, unmapped, drops
+
+
+def _check_donors_left(obs: pd.DataFrame, min_donors: int, *, source: str, config: str) -> None:
+    """After dropping cells (assays, unmapped labels), enough donors must remain for donor-holdout splits."""
+    n = obs["donor"].nunique()
+    if n < min_donors:
+        raise InputError(f"{source}: {n} donor(s) keep cells after the assay and label filters, fewer than "
+                         f"data.min_donors={min_donors}; check {config}.keep_assays and {config}.cell_type_key")
 
 
 def _symbol_var(var: pd.DataFrame, gene_symbol_column: str | None, *, source: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -180,44 +200,37 @@ def harmonise(
     tissue_key: str | None,
     counts_layer: str | None,
     gene_symbol_column: str | None,
+    ontology_key: str | None = None,
+    assay_key: str | None = None,
+    keep_assays: Sequence[str] | None = None,
     chunk_size: int = CHUNK_ROWS,
+    config: str = "panels.<panel>",
 ) -> tuple[ad.AnnData, pd.DataFrame]:
     """Map labels to stage/branch/depth, keep mapped cells, store counts; returns (panel, unmapped-label counts).
 
     The result has symbol var_names, `layers["counts"]` (CSR), harmonised obs columns `PREPARED_OBS`
     and every original obs column kept as is (e.g. simulator truth). A backed panel (`open_backed`) is read
     chunk by chunk and only the kept cells are materialised; for an atlas use `prepare_panel`, which never holds it.
+    Pass `stage_table` from `stages.load_label_table` to keep coarse labels (branch only).
     """
-    m = _counts_source(adata, layer=counts_layer, source=source)
-    obs, keep, unmapped = _harmonised_obs(adata.obs, stage_table, source=source, donor_key=donor_key,
-                                          cell_type_key=cell_type_key, tissue_key=tissue_key)
+    key = f"{config}.counts_layer"
+    m, where = counts_source(adata, counts_layer, source=source, key=key)
+    obs, keep, unmapped, _ = _harmonised_obs(adata.obs, stage_table, source=source, donor_key=donor_key,
+                                             cell_type_key=cell_type_key, tissue_key=tissue_key,
+                                             ontology_key=ontology_key, assay_key=assay_key, keep_assays=keep_assays,
+                                             config=config)
     var, cols = _symbol_var(adata.var, gene_symbol_column, source=source)
     if is_on_disk(m):
-        parts = [b[keep[s:e]] for s, e, b in _counts_blocks(m, layer=counts_layer, source=source, chunk_size=chunk_size)]
+        parts = [b[keep[s:e]] for s, e, b in counts_blocks(m, where=where, source=source, key=key, chunk_size=chunk_size)]
         counts = sp.csr_matrix(sp.vstack(parts, format="csr"))
     else:
-        counts = counts_matrix(adata, layer=counts_layer, source=source, chunk_size=chunk_size)[keep]
+        check_in_memory(m, where=where, source=source, key=key, step=chunk_size * 1000)
+        counts = sp.csr_matrix(m, dtype=np.float32)[keep]
     if not cols.all():
         counts = counts[:, cols]
     out = ad.AnnData(X=counts, obs=obs, var=var)
     out.layers["counts"] = counts.copy()
     return out, unmapped
-
-
-def _log_cp10k(counts: sp.csr_matrix, *, target_sum: float) -> sp.csr_matrix:
-    """log1p(CP10k) of a count block with scanpy (row-wise, so chunked and whole results agree)."""
-    import scanpy as sc
-
-    tmp = ad.AnnData(X=counts.copy())
-    sc.pp.normalize_total(tmp, target_sum=target_sum)
-    sc.pp.log1p(tmp)
-    return tmp.X
-
-
-def log_normalise(adata: ad.AnnData, *, target_sum: float = 1e4) -> None:
-    """Set X = log1p(CP10k) of `layers["counts"]` in place (scanpy, sparse in, sparse out)."""
-    adata.X = _log_cp10k(sp.csr_matrix(adata.layers["counts"]), target_sum=target_sum)
-    adata.uns["log1p"] = {"base": None}
 
 
 def prepare_panel(
@@ -232,36 +245,46 @@ def prepare_panel(
     counts_layer: str | None,
     gene_symbol_column: str | None,
     min_donors: int,
+    ontology_key: str | None = None,
+    assay_key: str | None = None,
+    keep_assays: Sequence[str] | None = None,
     target_sum: float = 1e4,
     chunk_size: int = CHUNK_ROWS,
     compression: str | None = "gzip",
+    config: str = "panels.<panel>",
 ) -> tuple[pd.DataFrame, dict]:
     """Validate, harmonise and log-normalise the panel file `path` into `out`, one row chunk at a time.
 
     Same content as `validate_panel` + `harmonise` + `log_normalise` + `write_h5ad` in memory, but peak memory is
-    one chunk of counts plus obs: the counts are read from disk (CSR), checked, subset to mapped cells,
+    one chunk of counts plus obs: the counts are read from disk (CSR), checked, subset to kept cells,
     normalised sparse and appended to `out` (X = log1p CP10k, layers["counts"]). Returns (unmapped-label counts,
-    summary with n_obs, n_vars, n_donors, n_stages, n_dropped).
+    summary with n_obs, n_vars, n_donors, n_stages, n_dropped, n_dropped_assay, n_dropped_unmapped, n_coarse,
+    counts_source).
     """
     with open_backed(path) as raw:
         keys = dict(donor_key=donor_key, cell_type_key=cell_type_key, tissue_key=tissue_key)
         validate_panel(raw, source=source, counts_layer=counts_layer, gene_symbol_column=gene_symbol_column,
-                       min_donors=min_donors, check_counts=False, **keys)
-        obs, keep, unmapped = _harmonised_obs(raw.obs, stage_table, source=source, **keys)
+                       min_donors=min_donors, check_counts=False, config=config, **keys)
+        obs, keep, unmapped, drops = _harmonised_obs(raw.obs, stage_table, source=source, ontology_key=ontology_key,
+                                                     assay_key=assay_key, keep_assays=keep_assays, config=config, **keys)
+        _check_donors_left(obs, min_donors, source=source, config=config)
         var, cols = _symbol_var(raw.var, gene_symbol_column, source=source)
-        m = _counts_source(raw, layer=counts_layer, source=source)
+        key = f"{config}.counts_layer"
+        m, where = counts_source(raw, counts_layer, source=source, key=key)
+        log.info("%s: raw counts read from %s", source, where)
 
         def blocks() -> Iterator[dict[str, sp.csr_matrix]]:
-            for s, e, block in _counts_blocks(m, layer=counts_layer, source=source, chunk_size=chunk_size):
+            for s, e, block in counts_blocks(m, where=where, source=source, key=key, chunk_size=chunk_size):
                 block = block[keep[s:e]]
                 if not cols.all():
                     block = block[:, cols]
-                yield {"X": _log_cp10k(block, target_sum=target_sum), "counts": block}
+                yield {"X": log_cp10k(block, target_sum=target_sum), "counts": block}
 
         write_h5ad_streamed(out, obs, var, blocks(), keys=("X", "counts"), uns={"log1p": {"base": None}},
                             compression=compression)
     summary = {"n_obs": int(obs.shape[0]), "n_vars": int(var.shape[0]), "n_donors": int(obs["donor"].nunique()),
-               "n_stages": int(obs["stage"].nunique()), "n_dropped": int((~keep).sum())}
+               "n_stages": int(obs["stage"].nunique()), "n_dropped": int((~keep).sum()), **drops,
+               "counts_source": where}
     return unmapped, summary
 
 
@@ -302,26 +325,15 @@ def select_gene_panel(
     return [str(g) for g in ranked]
 
 
-def choose_reference_donors(donors: Sequence[str], *, n_reference: int, seed: int) -> list[str]:
-    """Draw the donors reserved for the fitted-once parts (HVGs, operator context, adaptor); seeded."""
-    donors = sorted(set(map(str, donors)))
-    if not 1 <= n_reference <= len(donors) - 3:
-        raise InputError(
-            f"panel.n_reference_donors={n_reference} leaves fewer than 3 of {len(donors)} donors for the benchmark splits; "
-            "lower it or add donors"
-        )
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(donors, size=n_reference, replace=False).tolist())
-
-
 def anchors(adata: ad.AnnData, *, min_cells: int, keys: Sequence[str] = ("donor", "tissue", "stage")) -> tuple[np.ndarray, pd.DataFrame]:
     """Mean X profile of each (donor x tissue x stage) group with at least `min_cells` cells.
 
-    Returns (profiles [n_anchors, n_genes], anchor obs with the keys, branch, depth and n_cells).
-    A backed X (`open_backed`) is summed chunk by chunk.
+    Returns (profiles [n_anchors, n_genes], anchor obs with the keys, branch, depth and n_cells); the largest group
+    size is in `meta.attrs["largest_group"]` (for `require_anchors`). Cells with a missing key (a coarse label has no
+    stage) belong to no anchor. A backed X (`open_backed`) is summed chunk by chunk.
     """
-    obs = adata.obs[list(keys)].astype(str)
-    group = obs.agg("|".join, axis=1)
+    obs = adata.obs[list(keys)]
+    group = obs.astype(str).agg("|".join, axis=1).where(obs.notna().all(axis=1).to_numpy())
     sizes = group.value_counts()
     kept = sorted(sizes.index[sizes >= min_cells])
     codes = pd.Categorical(group, categories=kept).codes
@@ -340,7 +352,24 @@ def anchors(adata: ad.AnnData, *, min_cells: int, keys: Sequence[str] = ("donor"
     first = pd.Series(np.flatnonzero(mask), index=codes[mask]).groupby(level=0).first()
     meta = adata.obs.iloc[first.to_numpy()][[*keys, "branch", "depth"]].reset_index(drop=True)
     meta["n_cells"] = sizes.loc[kept].to_numpy()
+    meta.attrs["largest_group"] = int(sizes.max()) if len(sizes) else 0
     return profiles.astype(np.float32), meta
+
+
+def require_anchors(meta: pd.DataFrame, *, min_cells: int, source: str, what: str = "the reference donors") -> None:
+    """Stop with one line when anchors cannot support a fit: fewer than 2 anchors, or all of one stage.
+
+    Names the count found, the config key and the likely cause (too few or too small reference donors).
+    """
+    n, n_stages = len(meta), meta["stage"].nunique() if len(meta) else 0
+    if n >= 2 and n_stages >= 2:
+        return
+    largest = meta.attrs.get("largest_group", int(meta["n_cells"].max()) if n else 0)
+    raise InputError(
+        f"{source}: {n} anchor(s) over {n_stages} stage(s) among {what} reach anchors.min_cells={min_cells} cells "
+        f"(largest donor x tissue x stage group: {largest} cells); at least 2 anchors of 2 stages are needed: lower "
+        "anchors.min_cells or reserve more (or larger) reference donors (panel.n_reference_donors)"
+    )
 
 
 def align_genes(adata: ad.AnnData, genes: Sequence[str]) -> tuple[sp.csr_matrix, float]:

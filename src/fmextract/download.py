@@ -37,6 +37,15 @@ def sha256_file(path: str | os.PathLike, *, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def checksum_mismatch(path: str | os.PathLike, *, expected: str, found: str, key: str = "its checksum") -> InputError:
+    """The one-line error of a digest mismatch: the file, the expected and found digests, and the two ways out."""
+    return InputError(
+        f"{path}: sha256 mismatch: expected {expected} ({key}), found {found}; re-download the file, or, if it is a "
+        "newer version on purpose (CELLxGENE gives a re-curated dataset a new file id, so a new URL and digest), update "
+        "the URL and the checksum in the config together"
+    )
+
+
 def verify_folder(folder: str | os.PathLike, checksums: Mapping[str, str]) -> Path:
     """Check files in `folder` (e.g. scGPT: args.json, vocab.json, best_model.pt) against expected sha256 digests."""
     folder = Path(folder)
@@ -101,10 +110,7 @@ def download(
         got = sha256_file(part)
         if got != want:
             part.unlink(missing_ok=True)
-            raise InputError(
-                f"{dest}: sha256 mismatch for {url}: expected {want}, got {got}; re-download (rerun) or, if the source "
-                "changed on purpose, update the checksum in the config"
-            )
+            raise checksum_mismatch(f"{dest} (from {url})", expected=want, found=got)
     os.replace(part, dest)
     log.info("%s: downloaded from %s%s", dest, url, "" if want is None else " and verified")
     return dest
@@ -264,4 +270,4 @@ def _progress(*, total: int | None, initial: int, label: str, enabled: bool) -> 
     return lambda n: bar.close() if n is None else bar.update(n)
 
 
-__all__ = ["download", "sha256_file", "verify_folder"]
+__all__ = ["checksum_mismatch", "download", "sha256_file", "verify_folder"]

@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fmextract.adaptor import Adaptor
 from fmextract.chunks import map_rows
-from fmextract.data import _log_cp10k
+from fmextract.counts import check_counts, counts_source, log_cp10k
 from fmextract.errors import InputError
 from fmextract.features import BATCH_ROWS, FeatureMap
 from fmextract.io import atomic_path
@@ -176,12 +176,14 @@ class Head:
     ) -> ad.AnnData:
         """Latent and readout predictions for every cell of `adata`.
 
-        Expected input: RAW integer counts (UMIs) over all measured genes, cells x genes, in `layers[counts_layer]`
-        (default: `layers["counts"]` if present, else X). The head normalises them itself exactly as the pipeline
-        does: log1p(CP10k) with the library size over all (symbol-deduplicated) genes, then the panel genes. Do not
-        pass log-normalised or panel-only data. Genes are matched by symbol (var_names or
-        `var[gene_symbol_column]`, e.g. CELLxGENE's `feature_name`); absent panel genes count as zero, and fewer
-        than `min_coverage` of them present raises InputError. Cells are processed `batch_size` at a time.
+        Expected input: RAW integer counts (UMIs; integer-valued floats are fine) over all measured genes, cells x
+        genes, found by `counts.counts_source`: `counts_layer` (a layer or "raw.X"), else layers["counts"], else X
+        if integer-valued, else raw.X (a CELLxGENE file as it ships: normalised X, counts in raw.X). The head
+        normalises them itself exactly as the pipeline does: log1p(CP10k) with the library size over all
+        (symbol-deduplicated) genes, then the panel genes. Do not pass log-normalised or panel-only data. Genes are
+        matched by symbol (var_names, `var[gene_symbol_column]`, or CELLxGENE's `feature_name` when var_names are
+        Ensembl ids); absent panel genes count as zero, and fewer than `min_coverage` of them present raises
+        InputError. Cells are processed `batch_size` at a time.
 
         Writes (on a copy unless `inplace`): obsm["X_fmextract"] (latent), obsm["fmextract_branch_proba"] and
         ["fmextract_stage_proba"] (class probabilities), obs `fmextract_branch` / `fmextract_stage` (most likely
@@ -195,7 +197,8 @@ class Head:
             raise InputError(f"{source}: batch_size={batch_size} must be a positive number of cells")
         if adata.n_obs == 0:
             raise InputError(f"{source}: the file has no cells; pass a panel with at least one cell")
-        counts, where = _counts_source(adata, counts_layer, source)
+        counts, where = counts_source(adata, counts_layer, source=source, key="--counts-layer")
+        gene_symbol_column = symbol_column(adata.var, gene_symbol_column, source=source)
         dedup, select, missing = _panel_selection(adata.var, self.genes, gene_symbol_column, source)
         n_genes = len(self.genes)
         coverage = 1.0 - len(missing) / n_genes
@@ -213,12 +216,10 @@ class Head:
 
         def latent(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
             block = sp.csr_matrix(block, dtype=np.float32)
-            if block.data.size and (block.data.min() < 0 or not np.array_equal(block.data, np.round(block.data))):
-                raise InputError(f"{source}: {where} holds non-integer or negative values, but raw counts are "
-                                 "expected; name the raw-count layer with --counts-layer (counts_layer)")
+            check_counts(block.data, where=where, source=source, key="--counts-layer")
             if dedup is not None:
                 block = block[:, dedup]
-            return _embed(self.fmap, self.adaptor, sp.csr_matrix(_log_cp10k(block, target_sum=TARGET_SUM) @ select),
+            return _embed(self.fmap, self.adaptor, sp.csr_matrix(log_cp10k(block, target_sum=TARGET_SUM) @ select),
                           batch_size)
 
         Z = map_rows(latent, counts, batch_size=batch_size)
@@ -239,16 +240,16 @@ class Head:
         return out
 
 
-def _counts_source(adata: ad.AnnData, counts_layer: str | None, source: str) -> tuple[Any, str]:
-    """The raw-count matrix to read and its name: the named layer, else layers['counts'] if present, else X."""
-    if counts_layer is not None and counts_layer not in adata.layers:
-        raise InputError(f"{source}: layer '{counts_layer}' not found (layers: {sorted(adata.layers)}); name the "
-                         "raw-count layer with --counts-layer, or leave it out to use layers['counts'] or X")
-    name = counts_layer or ("counts" if "counts" in adata.layers else None)
-    m = adata.layers[name] if name is not None else adata.X
-    if m is None:
-        raise InputError(f"{source}: X is empty and there is no 'counts' layer; name the raw-count layer with --counts-layer")
-    return m, (f"layers['{name}']" if name is not None else "X")
+def symbol_column(var: pd.DataFrame, gene_symbol_column: str | None, *, source: str) -> str | None:
+    """The var column holding gene symbols: the one given, else CELLxGENE's `feature_name` when var_names are Ensembl
+    ids (ENSG...), else None (var_names are the symbols)."""
+    if gene_symbol_column is not None or "feature_name" not in var.columns:
+        return gene_symbol_column
+    names = pd.Index(var.index[:1000]).astype(str)
+    if len(names) and names.str.match(r"^ENS[A-Z]*G\d{6,}").mean() > 0.5:
+        log.info("%s: var_names are Ensembl ids; gene symbols read from var['feature_name'] (CELLxGENE layout)", source)
+        return "feature_name"
+    return None
 
 
 def _panel_selection(

@@ -60,8 +60,13 @@ def split_views(
     test_donors = rows.loc[rows["role"] == "test", "donor"].astype(str).tolist()
     donors = adata.obs["donor"].astype(str)
     train_idx = cap_training_cells(adata.obs, train_donors, max_train_cells, seed)
+    is_test = donors.isin(test_donors).to_numpy()
+    if not is_test.any() or len(train_idx) == 0:
+        role, found = ("test", test_donors) if not is_test.any() else ("training", train_donors)
+        raise InputError(f"split '{split}': 0 {role} cells (its {role} donors {found[:5]} have no cells in the benchmark "
+                         "panel); rerun the splits rule on this panel (results/splits/splits.tsv is stale)")
     train = adata[train_idx].copy()
-    test = adata[donors.isin(test_donors).to_numpy()].copy()
+    test = adata[is_test].copy()
     truth = test.obs.copy()
     test.obs = test.obs[list(VISIBLE_TEST_OBS)].copy()
     return train, test, truth

@@ -72,14 +72,15 @@ def fit_mlp_probe(
         raise InputError(f"mlp_probe params.hidden={list(hidden)}: give two hidden widths (a 3-layer MLP)")
     defs = check_subtypes(subtypes)
     branch = obs_train["branch"].astype(str)
-    stage = obs_train["stage"].astype(str)
-    branches, stages = sorted(branch.unique()), sorted(stage.unique())
+    staged = obs_train["stage"].notna().to_numpy()  # coarse labels (branch, no stage) train the branch head only
+    stage = obs_train["stage"].astype(str).where(staged)
+    branches, stages = sorted(branch.unique()), sorted(stage[staged].unique())
     depth = pd.to_numeric(obs_train["depth"], errors="coerce").to_numpy(dtype=float)
     d_mean, d_scale = float(np.nanmean(depth)), float(np.nanstd(depth)) or 1.0
     mean, scale = Z.mean(0), Z.std(0) + 1e-6
 
     y_branch = torch.as_tensor(pd.Categorical(branch, categories=branches).codes.astype(np.int64))
-    y_stage = torch.as_tensor(pd.Categorical(stage, categories=stages).codes.astype(np.int64))
+    y_stage = torch.as_tensor(pd.Categorical(stage, categories=stages).codes.astype(np.int64))  # -1: no stage
     sub_mask, sub_y = [], []
     for pos, neg in defs.values():
         mask, y = subtype_target(stage, pos, neg)
@@ -107,7 +108,12 @@ def fit_mlp_probe(
         total = 0.0
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
             out = net(x[idx])
-            loss = ce(out[:, :nb], y_branch[idx]) + ce(out[:, nb:nb + ns], y_stage[idx])
+            loss = ce(out[:, :nb], y_branch[idx])
+            has_stage = y_stage[idx] >= 0
+            if has_stage.all():
+                loss = loss + ce(out[:, nb:nb + ns], y_stage[idx])
+            elif has_stage.any():
+                loss = loss + ce(out[has_stage, nb:nb + ns], y_stage[idx][has_stage])
             if n_sub:
                 m = sub_mask_t[idx].float()
                 loss = loss + (bce(out[:, nb + ns:nb + ns + n_sub], sub_y_t[idx]) * m).sum() / m.sum().clamp(min=1)

@@ -24,6 +24,9 @@ BRANCHES = (
 )
 
 STAGE_COLUMNS = ("label", "stage", "branch", "depth")
+#: Optional column of the stage table: the label's Cell Ontology term id (CELLxGENE `cell_type_ontology_term_id`).
+ONTOLOGY_COLUMN = "ontology_id"
+_ONTOLOGY_ID = re.compile(r"^CL:\d{7}$")
 
 
 def normalise_label(label: str) -> str:
@@ -31,8 +34,9 @@ def normalise_label(label: str) -> str:
     return re.sub(r"\s+", " ", str(label)).strip().casefold()
 
 
-def _read_tsv(path: str | os.PathLike, columns: tuple[str, ...], what: str) -> pd.DataFrame:
-    """Read a tab-separated resource as strings, checking it exists and has `columns`."""
+def _read_tsv(path: str | os.PathLike, columns: tuple[str, ...], what: str, *, optional: tuple[str, ...] = (),
+              may_be_empty: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a tab-separated resource as strings, checking it exists and has `columns` (`optional` ones kept if there)."""
     if not os.path.exists(path):
         raise InputError(f"{path}: {what} file not found; point the config at an existing tab-separated file")
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
@@ -42,40 +46,64 @@ def _read_tsv(path: str | os.PathLike, columns: tuple[str, ...], what: str) -> p
             f"{path}: column '{missing[0]}' missing (has: {', '.join(map(str, table.columns))}); "
             f"the {what} needs a tab-separated header '{chr(9).join(columns)}'"
         )
-    table = table[list(columns)].apply(lambda col: col.str.strip())
+    table = table[[*columns, *(c for c in optional if c in table.columns)]].apply(lambda col: col.str.strip())
     for col in columns:
+        if col in may_be_empty:
+            continue
         empty = table.index[table[col] == ""]
         if len(empty):
             raise InputError(f"{path}: empty '{col}' in data row {empty[0] + 1}; fill it in or delete the row")
     return table
 
 
-def load_stage_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and validate the label -> stage/branch/depth table; returns columns label, stage, branch, depth (float)."""
-    table = _read_tsv(path, STAGE_COLUMNS, "stage table")
+def load_label_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate every label row of the stage table, coarse labels included.
+
+    Columns label, stage, branch, depth (float) and ontology_id (empty string where the label has none). A COARSE
+    label (e.g. "T cell", "B cell", "dendritic cell") has a branch but an empty stage and depth: its cells keep their
+    branch, while stage endpoints, anchors and stage-trained parts skip them. `load_stage_table` keeps the staged rows.
+    """
+    table = _read_tsv(path, STAGE_COLUMNS, "stage table", optional=(ONTOLOGY_COLUMN,), may_be_empty=("stage", "depth"))
+    if ONTOLOGY_COLUMN not in table.columns:
+        table[ONTOLOGY_COLUMN] = ""
     dup = table["label"][table["label"].duplicated()]
     if len(dup):
         raise InputError(f"{path}: label '{dup.iloc[0]}' appears more than once; keep one row per label")
+    half = table.index[(table["stage"] == "") != (table["depth"] == "")]
+    if len(half):
+        raise InputError(f"{path}: label '{table['label'].iloc[half[0]]}' has a stage or a depth but not both; give a "
+                         "fine label both, or leave both empty for a coarse label (branch only)")
     bad = table.loc[~table["branch"].isin(BRANCHES), ["label", "branch"]]
     if len(bad):
         raise InputError(
             f"{path}: label '{bad['label'].iloc[0]}' has unknown branch '{bad['branch'].iloc[0]}'; "
             f"use one of {', '.join(BRANCHES)}"
         )
-    depth = pd.to_numeric(table["depth"], errors="coerce")
-    if depth.isna().any() or (depth < 0).any():
-        i = int(np.flatnonzero(depth.isna().to_numpy() | (depth < 0).to_numpy())[0])
+    ids = table[ONTOLOGY_COLUMN]
+    bad_id = ids[(ids != "") & ~ids.str.match(_ONTOLOGY_ID)]
+    if len(bad_id):
+        raise InputError(f"{path}: ontology_id '{bad_id.iloc[0]}' is not a Cell Ontology id like CL:0000084; fix it or "
+                         "leave it empty")
+    dup_id = ids[(ids != "") & ids.duplicated()]
+    if len(dup_id):
+        raise InputError(f"{path}: ontology_id '{dup_id.iloc[0]}' is given to more than one label; keep it on one row")
+    staged = table["stage"] != ""
+    depth = pd.to_numeric(table["depth"].where(staged), errors="coerce")
+    if (depth[staged].isna() | (depth < 0)).any():
+        i = int(np.flatnonzero((staged & depth.isna()).to_numpy() | (depth < 0).to_numpy())[0])
         raise InputError(
             f"{path}: label '{table['label'].iloc[i]}' has depth '{table['depth'].iloc[i]}'; depth must be a number >= 0"
         )
     table["depth"] = depth.astype(float)
-    per_stage = table.groupby("stage", sort=False)[["branch", "depth"]].nunique()
+    table["stage"] = table["stage"].where(staged)
+    per_stage = table[staged].groupby("stage", sort=False)[["branch", "depth"]].nunique()
     clash = per_stage.index[(per_stage > 1).any(axis=1)]
     if len(clash):
         raise InputError(
             f"{path}: stage '{clash[0]}' has rows with different branch or depth; give every row of a stage the same values"
         )
-    norm = table.assign(key=table["label"].map(normalise_label)).groupby("key")["stage"].nunique()
+    key = table.assign(key=table["label"].map(normalise_label), target=table["stage"].fillna("coarse:" + table["branch"]))
+    norm = key.groupby("key")["target"].nunique()
     if (norm > 1).any():
         raise InputError(
             f"{path}: labels differing only in case/spacing ('{norm.index[norm > 1][0]}') map to different stages; "
@@ -84,9 +112,15 @@ def load_stage_table(path: str | os.PathLike) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def load_stage_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The staged rows of the stage table (label -> stage, branch, depth); coarse labels left out (`load_label_table`)."""
+    table = load_label_table(path)
+    return table[table["stage"].notna()].reset_index(drop=True)
+
+
 def stage_info(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per stage (in table order) with its branch and depth."""
-    return table.drop_duplicates("stage").set_index("stage")[["branch", "depth"]]
+    """One row per stage (in table order) with its branch and depth; coarse labels (no stage) are not stages."""
+    return table[table["stage"].notna()].drop_duplicates("stage").set_index("stage")[["branch", "depth"]]
 
 
 def load_stage_graph(path: str | os.PathLike, stages: list[str]) -> list[tuple[str, str]]:
@@ -148,28 +182,38 @@ def load_marker_programs(path: str | os.PathLike) -> dict[str, list[str]]:
     return {p: g["gene"].tolist() for p, g in table.groupby("program", sort=False)}
 
 
-def map_labels(labels: pd.Series, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stage, branch and depth per cell (NaN if unmapped) and a count table of unmapped labels (label, n_cells).
+def map_labels(
+    labels: pd.Series, table: pd.DataFrame, *, ontology_ids: pd.Series | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stage, branch and depth per cell and a count table of unmapped labels (label, ontology_id, n_cells).
 
-    Exact label matches win; otherwise labels are matched case-insensitively with spacing collapsed.
+    A cell maps by its Cell Ontology id (`ontology_ids`, e.g. obs['cell_type_ontology_term_id']) when the table has
+    that id, else by its label: exact match first, then case-insensitive with spacing collapsed. A coarse label gives
+    a branch with stage and depth NaN; an unmapped cell has all three NaN.
     """
     labels = pd.Series(labels).astype(str)
-    exact = table.set_index("label")["stage"]
-    loose = table.assign(key=table["label"].map(normalise_label)).drop_duplicates("key").set_index("key")["stage"]
-    stage = labels.map(exact)
-    todo = stage.isna()
+    rows = table.reset_index(drop=True)
+    row = labels.map(pd.Series(rows.index, index=rows["label"]))
+    todo = row.isna()
     if todo.any():
-        stage[todo] = labels[todo].map(normalise_label).map(loose)
-    info = stage_info(table)
-    out = pd.DataFrame(
-        {
-            "stage": stage.to_numpy(dtype=object),
-            "branch": stage.map(info["branch"]).to_numpy(dtype=object),
-            "depth": stage.map(info["depth"]).to_numpy(dtype=float),
-        },
-        index=labels.index,
-    )
-    miss = labels[out["stage"].isna().to_numpy()]
-    unmapped = miss.value_counts().rename_axis("label").reset_index(name="n_cells")
+        loose = rows.assign(key=rows["label"].map(normalise_label)).drop_duplicates("key")
+        row[todo] = labels[todo].map(normalise_label).map(pd.Series(loose.index, index=loose["key"]))
+    ids = None
+    if ontology_ids is not None:
+        ids = pd.Series(ontology_ids, index=labels.index).astype(str).str.strip()
+        known = rows[ONTOLOGY_COLUMN] != "" if ONTOLOGY_COLUMN in rows else pd.Series(False, index=rows.index)
+        by_id = ids.map(pd.Series(rows.index[known], index=rows.loc[known, ONTOLOGY_COLUMN]))
+        row = by_id.where(by_id.notna(), row)
+    ok = row.notna().to_numpy()
+    hit = row[ok].astype(int).to_numpy()
+    out = pd.DataFrame({"stage": pd.Series(np.nan, index=labels.index, dtype=object),
+                        "branch": pd.Series(np.nan, index=labels.index, dtype=object),
+                        "depth": np.full(len(labels), np.nan)}, index=labels.index)
+    for col in ("stage", "branch", "depth"):
+        out.loc[ok, col] = rows[col].to_numpy()[hit]
+    miss = ~ok
+    unmapped = pd.DataFrame({"label": labels[miss].to_numpy(),
+                             "ontology_id": ids[miss].to_numpy() if ids is not None else ""})
+    unmapped = unmapped.value_counts().rename("n_cells").reset_index()
     unmapped = unmapped.sort_values(["n_cells", "label"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    return out, unmapped
+    return out[["stage", "branch", "depth"]], unmapped[["label", "ontology_id", "n_cells"]]

@@ -1,7 +1,7 @@
 """celltypist: a CellTypist logistic-regression model trained per split on the training donors (never downloaded).
 
 `celltypist.train` gets the training cells' log1p(CP10k) panel expression (genes as var_names) with `stage` as
-labels. `check_expression=False` because CellTypist's check wants CP10k summed over ALL genes, and X here is
+labels (cells with a coarse label, which have a branch but no stage, are left out). `check_expression=False` because CellTypist's check wants CP10k summed over ALL genes, and X here is
 restricted to the panel. Speed: `feature_selection=False` (the panel is already the HVG selection, and selection
 refits the model a second time); plain logistic regression (`use_SGD=False`, CellTypist's default)
 with `max_iter` 200 (params; CellTypist's own default for > 500k cells) and `n_jobs` = params threads.
@@ -26,9 +26,10 @@ def classify(train, test, params):
     logging.getLogger("celltypist").setLevel(logging.WARNING)
     dense = lambda a: ad.AnnData(X=np.asarray(a.X.toarray() if sp.issparse(a.X) else a.X, dtype=np.float32),
                                  obs=pd.DataFrame(index=a.obs_names), var=pd.DataFrame(index=a.var_names))
-    fit = dense(train)
+    staged = train[train.obs["stage"].notna().to_numpy()]  # CellTypist learns stage labels: coarse cells sit out
+    fit = dense(staged)
     model = celltypist.train(
-        fit, labels=train.obs["stage"].astype(str).to_numpy(), check_expression=False,
+        fit, labels=staged.obs["stage"].astype(str).to_numpy(), check_expression=False,
         use_SGD=params.get("use_SGD", False), feature_selection=params.get("feature_selection", False),
         max_iter=params.get("max_iter", 200), n_jobs=params["threads"], random_state=params["seed"],
     )

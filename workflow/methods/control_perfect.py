@@ -19,9 +19,11 @@ def classify(train, test, params):
     if not test.obs_names.isin(truth.index).all():
         raise InputError("method control_perfect: params['truth'] lacks some test cells; pass the test cells' full obs")
     truth = truth.loc[test.obs_names]
-    onehot = lambda col: pd.get_dummies(truth[col].astype(str)).astype(float)
+    # one-hot of the truth; a cell without it (a coarse label has no stage) gets a zero row and is not scored
+    onehot = lambda col: pd.get_dummies(truth[col].astype(str).where(truth[col].notna())).astype(float)
+    depth = truth["depth"].to_numpy(dtype=float)
     out = {"stage_proba": onehot("stage"), "branch_proba": onehot("branch"),
-           "pseudotime": truth["depth"].to_numpy(dtype=float)}
+           "pseudotime": np.where(np.isfinite(depth), depth, 0.0)}  # cells without depth are not scored
     for name, spec in (params.get("subtypes") or {}).items():
         out[f"{name}_proba"] = np.isin(truth["stage"].astype(str), list(spec["positive"])).astype(float)
     return out

@@ -15,7 +15,9 @@ SEED = config["seed"]
 PANELS = list(config["panels"])
 METHODS = list(config["methods"])
 #: split blocks: one block of n_splits, or the paper's 40 all-method + 24 + 24 core-only (splits.design: paper)
-BLOCKS = split_plan(config["splits"].get("n_splits"), config["splits"].get("design"))
+BLOCKS = split_plan(
+    config["splits"].get("n_splits"), config["splits"].get("design"), scale=config["splits"].get("scale", 1.0)
+)
 SPLITS = [f"split{i:03d}" for i in range(sum(n for _, n in BLOCKS))]
 #: (method, split) pairs to run: `core: false` methods run only the first (all-method) block
 METHOD_SPLITS = [
@@ -155,6 +157,7 @@ def final_outputs():
         "results/tables/runtime.tsv",
         "results/tables/parameters.tsv",
         "results/tables/head_screen.tsv",
+        "results/tables/stage_roles.tsv",
         "results/tables/manifold_validation.tsv",
         "results/tables/compression.tsv",
         "results/tables/factor_ablation.tsv",

@@ -48,8 +48,11 @@ rule prepare:
 rule reference_donors:
     input:
         h5ad="results/data/reference.h5ad",
+        immune=zero_shot_panel,
+        stage_table=config["data"]["stage_table"],
     output:
-        "results/data/reference_donors.txt",
+        donors="results/data/reference_donors.txt",
+        roles="results/tables/stage_roles.tsv",
     log:
         "results/logs/reference_donors.log",
     benchmark:
@@ -62,6 +65,8 @@ rule reference_donors:
         runtime=5,
     params:
         n_reference=config["panel"]["n_reference_donors"],
+        min_cells=config["anchors"]["min_cells"],
+        subtypes=config["endpoints"]["subtypes"],
         seed=SEED,
     script:
         "../scripts/data.py"

@@ -45,21 +45,40 @@ if rule == "simulate":
 
 elif rule == "prepare":
     # streamed: counts are read from disk in row chunks (never the whole atlas), checked, harmonised, normalised sparse
-    spec = snakemake.params.panel
+    spec, panel = snakemake.params.panel, snakemake.wildcards.panel
     source = str(snakemake.input.panel)
-    keys = {k: spec.get(k) for k in ("donor_key", "cell_type_key", "tissue_key", "counts_layer", "gene_symbol_column")}
-    table = stages.load_stage_table(snakemake.input.stage_table)
+    keys = {k: spec.get(k) for k in ("donor_key", "cell_type_key", "tissue_key", "counts_layer", "gene_symbol_column",
+                                     "assay_key", "keep_assays")}
+    keys["ontology_key"] = spec.get("cell_type_ontology_key", "cell_type_ontology_term_id")
+    table = stages.load_label_table(snakemake.input.stage_table)  # coarse labels (branch, no stage) included
     unmapped, info = data.prepare_panel(source, table, snakemake.output.h5ad, source=source,
-                                        min_donors=snakemake.params.min_donors, **keys)
-    log.info("%s: %d cells, %d genes, %d donors, %d stages", source, info["n_obs"], info["n_vars"], info["n_donors"],
-             info["n_stages"])
+                                        min_donors=snakemake.params.min_donors, config=f"panels.{panel}", **keys)
+    log.info("%s: %d cells, %d genes, %d donors, %d stages; dropped %d cells (%d by assay, %d unmapped labels); "
+             "%d coarse-label cells kept (branch only); counts from %s", source, info["n_obs"], info["n_vars"],
+             info["n_donors"], info["n_stages"], info["n_dropped"], info["n_dropped_assay"], info["n_dropped_unmapped"],
+             info["n_coarse"], info["counts_source"])
     write_tsv(unmapped, snakemake.output.unmapped)
 
 elif rule == "reference_donors":
-    donors = data.read_obs(snakemake.input.h5ad)["donor"].unique().tolist()
-    chosen = data.choose_reference_donors(donors, n_reference=snakemake.params.n_reference, seed=snakemake.params.seed)
+    from fmextract import donors
+
+    obs = data.read_obs(snakemake.input.h5ad)
+    needed = donors.needed_stages(snakemake.params.subtypes)
+    chosen = donors.choose_reference_donors(obs, n_reference=snakemake.params.n_reference,
+                                            min_cells=snakemake.params.min_cells, needed=list(needed),
+                                            seed=snakemake.params.seed)
     log.info("reference donors (HVGs, operators, adaptor; never test donors): %s", chosen)
-    write_lines(chosen, snakemake.output[0])
+    info = stages.stage_info(stages.load_stage_table(snakemake.input.stage_table))
+    roles = donors.stage_roles(obs, chosen, info, min_cells=snakemake.params.min_cells, needed=needed)
+    log.info("stage x role:\n%s", roles.to_string(index=False))
+    reference = obs["donor"].astype(str).isin(chosen).to_numpy()
+    others = {"benchmark donors' cells": obs.index[~reference]}
+    if snakemake.input.immune:
+        others["immune panel's cells"] = data.read_obs(snakemake.input.immune[0]).index
+    donors.check_non_overlap(obs.index[reference], others, source=str(snakemake.input.h5ad))
+    write_tsv(roles, snakemake.output.roles)
+    donors.check_needed_stages(roles, needed, source=str(snakemake.input.h5ad))
+    write_lines(chosen, snakemake.output.donors)
 
 elif rule == "gene_panel":
     with open(snakemake.input.vocab) as fh:
@@ -77,8 +96,9 @@ elif rule == "splits":
     donors = data.read_obs(snakemake.input.h5ad)["donor"].unique().tolist()
     reserved = set(read_lines(snakemake.input.reference_donors))
     cfg = snakemake.params.splits
+    plan = splits.split_plan(cfg.get("n_splits"), cfg.get("design"), scale=cfg.get("scale", 1.0))
     table = splits.make_splits(
-        sorted(d for d in donors if d not in reserved), n_splits=cfg.get("n_splits"), design=cfg.get("design"),
+        sorted(d for d in donors if d not in reserved), blocks=[{"name": n, "n_splits": k} for n, k in plan],
         n_test_donors=cfg["n_test_donors"], seed=snakemake.params.seed,
     )
     # reference donors are training donors of every split (they never enter a test set)

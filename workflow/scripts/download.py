@@ -7,7 +7,7 @@ to the stamp and logged as a warning asking you to pin it in the config; with a 
 import logging
 
 from fmextract import logs
-from fmextract.download import download, sha256_file
+from fmextract.download import checksum_mismatch, download, sha256_file
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 
@@ -24,8 +24,8 @@ else:
     got = sha256_file(snakemake.input.path)
     want = spec.get("sha256")
     if want and got != want.lower():
-        raise InputError(f"{snakemake.input.path}: sha256 {got} does not match config downloads.{spec['name']}.sha256 "
-                         f"{want}; re-download the file, or update the checksum if the new version is intended")
+        raise checksum_mismatch(snakemake.input.path, expected=want.lower(), found=got,
+                                key=f"config downloads.{spec['name']}.sha256")
     if not want:
         log.warning("%s: not verified, no checksum in the config; pin it: downloads.%s.sha256: %s",
                     snakemake.input.path, spec["name"], got)

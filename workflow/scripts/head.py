@@ -38,6 +38,8 @@ elif snakemake.rule == "apply_head":
              info["n_genes_found"], info["n_panel_genes"], 100 * info["coverage"])
     for key in ("branch", "stage"):  # zero-shot agreement with the panel's own harmonised labels (a log line, no gate)
         if key in panel.obs:
-            agree = np.mean(panel.obs[f"{PREFIX}{key}"].astype(str).to_numpy() == panel.obs[key].astype(str).to_numpy())
-            log.info("%s agreement with obs['%s']: %.3f", key, key, agree)
+            known = panel.obs[key].notna().to_numpy()  # coarse labels have a branch but no stage
+            agree = np.mean(panel.obs[f"{PREFIX}{key}"].astype(str).to_numpy()[known]
+                            == panel.obs[key].astype(str).to_numpy()[known]) if known.any() else np.nan
+            log.info("%s agreement with obs['%s'] (%d labelled cells): %.3f", key, key, known.sum(), agree)
     data.write_h5ad(panel, snakemake.output[0])

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from fmextract import logs
+from fmextract.errors import InputError
 from fmextract.io import read_tsv, write_tsv
 
 logs.to_file(snakemake.log[0])
@@ -40,6 +41,8 @@ def reference_anchors(genes):
 
     ref = reference_cells(genes)
     profiles, meta = data.anchors(ref, min_cells=snakemake.params.min_cells)
+    data.require_anchors(meta, min_cells=snakemake.params.min_cells, source=str(snakemake.input.h5ad),
+                         what=f"the {ref.obs['donor'].nunique()} reference donors ({ref.n_obs} cells)")
     log.info("%d anchors (donor x tissue x stage, >= %d cells) from %d reference cells", len(meta),
              snakemake.params.min_cells, ref.n_obs)
     return profiles, meta, load_ruler()
@@ -109,6 +112,11 @@ elif rule == "adaptor":
         F, gamma = fmap.transform(profiles), 0.0
     else:
         ref = reference_cells(fmap.genes)
+        ref = ref[ref.obs["stage"].notna().to_numpy()]  # stage-trained: cells with a coarse label (no stage) sit out
+        if ref.obs["stage"].nunique() < 2:
+            raise InputError(f"{snakemake.input.h5ad}: the reference donors have {ref.n_obs} cells with a fine stage, "
+                             f"over {ref.obs['stage'].nunique()} stage(s); the cell-trained adaptor needs 2 stages: "
+                             "reserve other reference donors (panel.n_reference_donors) or check the stage table")
         pos = balanced_sample(ref.obs["stage"], per_label=cfg["cell_per_stage"], seed=snakemake.params.seed)
         meta = ref.obs.iloc[pos][["donor", "tissue", "stage", "branch", "depth"]].reset_index()
         F, gamma, ruler = fmap.transform(ref.X[pos]), cfg["cell_gamma"], load_ruler()

@@ -27,6 +27,8 @@ kw = dict(adaptor_kw=adaptor_kw, n_permutations=cfg["n_permutations"], dims=cfg[
 
 panel = ad.read_h5ad(snakemake.input.h5ad)
 profiles, meta = data.anchors(panel[:, fmap.genes], min_cells=snakemake.params.min_cells)
+data.require_anchors(meta, min_cells=snakemake.params.min_cells, source=str(snakemake.input.h5ad),
+                     what=f"the {panel.obs['donor'].nunique()} donors of the benchmark panel")
 F = fmap.transform(profiles)
 log.info("reference: %d anchors over %d donors", len(meta), meta["donor"].nunique())
 values = validation.manifold_metrics(F, meta, ruler, **kw)
@@ -75,6 +77,8 @@ if snakemake.input.immune:
     X, coverage = data.align_genes(immune, fmap.genes)
     log.info("immune panel: %.1f%% of panel genes present (missing genes set to 0)", 100 * coverage)
     imm_profiles, imm_meta = data.anchors(ad.AnnData(X=X, obs=immune.obs), min_cells=snakemake.params.min_cells)
+    data.require_anchors(imm_meta, min_cells=snakemake.params.min_cells, source=snakemake.input.immune[0],
+                         what=f"the {immune.obs['donor'].nunique()} donors of the immune panel")
     F_imm = fmap.transform(imm_profiles)
     Z_imm = frozen.transform(F_imm)
     zs = validation.zero_shot_metrics(F_imm, imm_meta, Z_imm, ruler, n_permutations=cfg["n_permutations"], seed=seed)

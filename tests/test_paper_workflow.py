@@ -1,0 +1,112 @@
+"""config/paper.yaml end to end, on CELLxGENE-layout stand-ins of Tabula Sapiens v2 and the immune atlas.
+
+The paper config itself (structure untouched) with tests/config/paper_ci.yaml layered on top (checkpoint and scale
+only) and a third layer pinning the stand-ins' digests, exactly as a user layers overrides: every target, then the
+report. The stand-ins sit where the downloads would go, so the download rules verify them like real files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fmextract.download import sha256_file
+from fmextract.standin import OTHER_TYPES, write_standin
+from test_workflow import copy_workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["config/paper.yaml", "config/paper_ci.yaml", "config/standin_digests.yaml"]
+#: stand-in sizes: large enough that the reference donors reach the paper's anchors.min_cells, small enough for CI
+SIZES = {"reference": (12_000, 600), "immune": (3_000, 560)}
+
+
+def snakemake(work: Path, *args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *LAYERS, *args]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-10000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """The paper DAG on the stand-ins, run once for the module, plus its HTML report."""
+    work = copy_workflow(tmp_path_factory.mktemp("paper"))
+    shutil.copy(ROOT / "tests" / "config" / "paper_ci.yaml", work / "config" / "paper_ci.yaml")
+    paper = yaml.safe_load((work / "config" / "paper.yaml").read_text())
+    digests = {}
+    for name, kind in (("tabula_sapiens_v2", "reference"), ("immune_atlas", "immune")):
+        path = work / paper["downloads"][name]["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n_cells, n_genes = SIZES[kind]
+        write_standin(kind, path, n_cells=n_cells, n_genes=n_genes, seed=1, resources=work / "resources")
+        digests[name] = {"sha256": sha256_file(path)}
+    (work / "config" / "standin_digests.yaml").write_text(yaml.safe_dump({"downloads": digests}))
+    snakemake(work)
+    snakemake(work, "--report", "results/report.html")
+    return work
+
+
+def table(run: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(run / "results" / "tables" / name, sep="\t", keep_default_na=False, na_values=[""])
+
+
+def log(run: Path, name: str) -> str:
+    return (run / "results" / "logs" / name).read_text()
+
+
+def test_every_target_and_the_report(run):
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    metrics = table(run, "metrics.tsv")
+    assert set(metrics["method"]) == set(paper["methods"])
+    per_method = metrics.groupby("method")["split"].nunique()
+    for method, spec in paper["methods"].items():  # 2 + 1 + 1 splits; core: false methods run the first block only
+        assert per_method[method] == (4 if spec.get("core", True) else 2), method
+    for name in ("stats.tsv", "manifold_validation.tsv", "compression.tsv", "factor_ablation.tsv", "head_screen.tsv"):
+        assert len(table(run, name)) > 0, name
+    assert (run / "results" / "head" / "immune_applied.h5ad").is_file()
+    assert len((run / "results" / "report.html").read_text(errors="replace")) > 10_000
+
+
+def test_downloads_verified_against_pinned_digests(run):
+    for name in ("tabula_sapiens_v2", "immune_atlas"):
+        stamp = (run / "results" / "downloads" / f"{name}.sha256").read_text()
+        assert stamp.split()[0] == sha256_file(run / "resources" / "atlas" / Path(stamp.split()[1]).name)
+        assert "(verified)" in log(run, f"download/verify_{name}.log")
+
+
+def test_non_hematopoietic_labels_listed_as_unmapped_with_counts(run):
+    unmapped = table(run, "unmapped_labels_reference.tsv")
+    assert list(unmapped.columns) == ["label", "ontology_id", "n_cells"]
+    assert {"epithelial cell", "endothelial cell", "fibroblast"} <= set(unmapped["label"]) <= set(OTHER_TYPES)
+    assert (unmapped["n_cells"] > 0).all() and unmapped["ontology_id"].str.startswith("CL:").all()
+
+
+def test_prepare_reads_raw_x_drops_smartseq_and_keeps_coarse_labels(run):
+    import anndata as ad
+
+    text = log(run, "prepare/reference.log")
+    assert "counts from raw.X" in text and "assay 'Smart-seq2'" in text and "DROPPED" in text
+    assert "mapped by obs['cell_type_ontology_term_id']" in text
+    obs = ad.read_h5ad(run / "results" / "data" / "reference.h5ad", backed="r").obs
+    coarse = obs["stage"].isna()
+    assert coarse.any() and obs.loc[coarse, "branch"].notna().all() and obs.loc[coarse, "depth"].isna().all()
+    assert (obs["assay"] != "Smart-seq2").all() and obs["donor"].nunique() == 20  # TSP21 has no blood cell at all
+
+
+def test_reference_donors_cover_stages_and_never_overlap(run):
+    roles = table(run, "stage_roles.tsv")
+    needed = roles[roles["needed"]]
+    assert len(needed) and (needed["benchmark_donors"] > 0).all()
+    staged = roles[roles["stage"].notna()]
+    assert (staged["reference_anchors"] > 0).sum() >= 5
+    text = log(run, "reference_donors.log")
+    assert "strict non-overlap: 0 of" in text and "immune panel's cells" in text
+    donors = (run / "results" / "data" / "reference_donors.txt").read_text().split()
+    splits = pd.read_csv(run / "results" / "splits" / "splits.tsv", sep="\t")
+    assert not set(splits.loc[splits["role"] == "test", "donor"]) & set(donors)
