@@ -20,6 +20,7 @@ include: "workflow/rules/validation.smk"
 include: "workflow/rules/interpret.smk"
 include: "workflow/rules/head.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
