@@ -85,7 +85,7 @@ class FeatureMap:
         return m.toarray() if sp.issparse(m) else np.asarray(m)
 
     def save(self, path: str) -> None:
-        """Save as npz (arrays + genes + kind + meta as JSON), atomically; sparse maps as CSR arrays."""
+        """Save as npz (arrays + genes + kind + meta as JSON), atomically; sparse parts as CSR arrays."""
         import json
 
         from fmextract.io import atomic_path
@@ -106,8 +106,6 @@ class FeatureMap:
 
         with np.load(path, allow_pickle=False) as z:
             common = dict(genes=[str(g) for g in z["genes"]], kind=str(z["kind"]), meta=json.loads(str(z["meta"])))
-            if "data" in z:  # files of the earlier layout: an unnamed sparse matrix
-                return cls(matrix=sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"])), **common)
             names = ("left", "right") if any(f.startswith("left") for f in z.files) else ("matrix",)
             return cls(**{name: _unpack(z, name) for name in names}, **common)
 
@@ -180,8 +178,10 @@ def hard_sparse_map(fmap: FeatureMap, *, n_factors: int, n_genes: int) -> Featur
 
     L = np.stack([keep_top(left[:, f]) for f in factors], axis=1)
     R = np.stack([keep_top(right[f]) for f in factors], axis=0)
+    ids = factor_ids(fmap)
     return FeatureMap(genes=fmap.genes, kind="hard_sparse", left=sp.csr_matrix(L), right=sp.csr_matrix(R),
-                      meta={**fmap.meta, "source_kind": fmap.kind, "factors": factors.tolist(), "n_genes": n_genes})
+                      meta={**fmap.meta, "source_kind": fmap.kind, "factors": [int(ids[f]) for f in factors],
+                            "n_genes": n_genes})
 
 
 def factor_ids(fmap: FeatureMap) -> list[int]:
