@@ -139,34 +139,32 @@ def fit_adaptor(
     history: list[float] = []
     eps = 1e-6
 
-    def angles(v: torch.Tensor) -> torch.Tensor:
-        """beta * pairwise angles between rows of v."""
+    def cosines(v: torch.Tensor) -> torch.Tensor:
+        """Pairwise cosine similarities of the rows of v."""
         vn = torch.nn.functional.normalize(v, dim=1, eps=1e-8)
-        return beta * torch.arccos((vn @ vn.T).clamp(-1 + eps, 1 - eps))
+        return vn @ vn.T
 
     for _ in range(epochs):
         perm = torch.randperm(n, generator=g)
         total = 0.0
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
-            if idx.numel() < 2:
+            m = idx.numel()
+            if m < 2:
                 continue
             xb, yb = X[idx], y[idx]
             z = xb @ W.T
-            ang = angles(z)
-            iu = torch.triu_indices(len(idx), len(idx), offset=1)
+            ang = beta * torch.arccos(cosines(z).clamp(-1 + eps, 1 - eps))
+            off = 1.0 - torch.eye(m)  # pair terms are means over i != j (the matrices are symmetric)
             loss = alpha * ((z @ W - xb) ** 2).sum(dim=1).mean()
             if ruler_weight > 0:
-                loss = loss + ruler_weight * ((ang[iu[0], iu[1]] - Rt[yb[iu[0]], yb[iu[1]]]) ** 2).mean()
+                loss = loss + ruler_weight * (((ang - Rt[yb][:, yb]) ** 2) * off).sum() / (m * (m - 1))
             if local > 0:
-                with torch.no_grad():  # neighbours and their scaled feature-space angles are targets, not trained
-                    f_ang = angles(xb)
-                    k = min(local_k, len(idx) - 1)
-                    nbr = torch.topk(f_ang + torch.eye(len(idx)) * 1e9, k, dim=1, largest=False).indices
-                    rows = torch.arange(len(idx)).unsqueeze(1).expand_as(nbr)
-                    tau = 0.1 * ang[iu[0], iu[1]].mean().clamp(min=eps)
-                logq = torch.log_softmax(-(ang + torch.eye(len(idx)) * 1e9) / tau, dim=1)
-                loss = loss - local * logq[rows, nbr].mean() / np.log(len(idx) - 1)
+                with torch.no_grad():  # feature-space neighbours (largest cosine = smallest angle) are targets
+                    nbr = torch.topk(cosines(xb) - 3.0 * torch.eye(m), min(local_k, m - 1), dim=1).indices
+                    tau = 0.1 * ((ang * off).sum() / (m * (m - 1))).clamp(min=eps)
+                logq = torch.log_softmax(-(ang + 1e9 * torch.eye(m)) / tau, dim=1)
+                loss = loss - local * torch.gather(logq, 1, nbr).mean() / np.log(m - 1)
             if clf is not None:
                 loss = loss + gamma * torch.nn.functional.cross_entropy(clf(z), yb)
             opt.zero_grad()
