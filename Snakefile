@@ -24,6 +24,7 @@ include: "workflow/rules/interpret.smk"
 include: "workflow/rules/head.smk"
 include: "workflow/rules/failures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:

@@ -105,8 +105,15 @@ def check_proba(df: pd.DataFrame, test) -> None:
 def test_embeddings_shape_finite_deterministic(split, name):
     train, test, truth = split
     p = params(max_epochs=5) if name == "scvi" else params()
-    z_train, z_test = run(name, "embedding", train, test, p)
+    out = run(name, "embedding", train, test, p)
+    z_train, z_test = out[:2]
     assert z_train.shape == (train.n_obs, 10) and z_test.shape == (test.n_obs, 10)
+    if name == "svd":  # parameters fitted in the split, for parameters.tsv
+        assert out[2] == {"svd_components": 10 * train.n_vars}
+    elif name == "scvi":
+        assert set(out[2]) == {"scvi_network"} and out[2]["scvi_network"] > 10 * train.n_vars
+    else:
+        assert len(out) == 2
     assert np.isfinite(z_train).all() and np.isfinite(z_test).all()
     again = run(name, "embedding", train, test, p)
     np.testing.assert_allclose(again[1], z_test, rtol=1e-5, atol=1e-5)

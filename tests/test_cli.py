@@ -117,7 +117,7 @@ def test_info_describes_the_head(files, capsys):
     assert main(["info", str(files["head"])]) == 0
     stdout = capsys.readouterr().out
     assert "panel: 50 genes; feature map: dense, 30 features; latent: 10 dims" in stdout
-    assert "readout cd4_cd8: P(naive_cd4_t/memory_cd4_t/treg)" in stdout and "adaptor 330" in stdout
+    assert "readout cd4_cd8: P(naive_cd4_t/memory_cd4_t/treg)" in stdout and "adaptor 300" in stdout  # W only (10 x 30)
 
 
 def test_console_entry_help_and_error_exit_code(files):

@@ -10,7 +10,7 @@ import pytest
 from fmextract import data, methods
 from fmextract.adaptor import Adaptor
 from fmextract.errors import InputError
-from fmextract.features import FeatureMap, low_rank_map, sparse_map
+from fmextract.features import FeatureMap, hard_sparse_map, low_rank_map
 from fmextract.head import LATENT_KEY, Head, build_head
 from fmextract.metrics import endpoint_metrics
 from fmextract.readouts import fit_readouts
@@ -95,7 +95,8 @@ def assert_same_predictions(a: ad.AnnData, b: ad.AnnData, *, exact: bool) -> Non
 @pytest.mark.parametrize("kind", ["dense", "sparse", "low_rank"])
 def test_save_load_roundtrip_is_one_pickle_free_file(kind, parts, panel, raw, tmp_path):
     fmap, adaptor = parts
-    fmap = {"dense": fmap, "sparse": sparse_map(fmap, 0.2), "low_rank": low_rank_map(fmap, 8)}[kind]
+    fmap = {"dense": fmap, "sparse": hard_sparse_map(low_rank_map(fmap, 8), n_factors=4, n_genes=10),
+            "low_rank": low_rank_map(fmap, 8)}[kind]
     head = build_head(fmap, adaptor, train_cells(panel), subtypes=SUBTYPES, seed=0)
     path = tmp_path / "head.npz"
     head.save(path)

@@ -1,11 +1,13 @@
-"""Factor interpretation: impact shares and hypergeometric program enrichment."""
+"""Factor interpretation: impact shares, leave-one-out, core sufficiency and subsets, program enrichment."""
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.stats import fisher_exact
 
-from fmextract.features import FeatureMap
-from fmextract.interpret import factor_top_genes, impact_shares, program_enrichment
+from fmextract.features import FeatureMap, keep_factors
+from fmextract.interpret import (ablation_table, core_factors, core_subsets, factor_top_genes, impact_shares,
+                                 leave_one_out, program_enrichment, subset_scores)
 
 
 def test_impact_shares_rank_and_cumulate():
@@ -30,3 +32,55 @@ def test_enrichment_matches_fisher_one_sided():
     expected = fisher_exact([[6, 4], [4, 86]], alternative="greater")[1]
     np.testing.assert_allclose(t.loc["p1", "p_value"], expected, rtol=1e-8)
     assert t.loc["p1", "q_value"] < 0.01 < t.loc["p2", "q_value"]
+
+
+def additive_map(weights):
+    """A factorised map whose factor k adds weights[k] to one output: score = that output, so impacts are known."""
+    r = len(weights)
+    left = np.eye(r, dtype=np.float32)  # gene k reads factor k
+    right = np.zeros((r, 1), dtype=np.float32)
+    right[:, 0] = weights
+    return FeatureMap(genes=[f"g{k}" for k in range(r)], kind="low_rank", left=left, right=right)
+
+
+def additive_score(m):
+    """Endpoint 'e' = the single feature of an all-ones cell (the sum of the kept factors' weights)."""
+    return {"e": float(m.transform(np.ones((1, len(m.genes))))[0, 0])}
+
+
+def test_leave_one_out_measures_each_factor():
+    t = leave_one_out(additive_map([0.5, 0.1, 0.3]), additive_score)
+    np.testing.assert_allclose((t["full"] - t["value"]).to_numpy(), [0.5, 0.1, 0.3], rtol=1e-6)
+    assert t["factor"].tolist() == [0, 1, 2]
+
+
+def test_core_subsets_cover_every_non_empty_subset():
+    subsets = core_subsets([7, 3, 9, 1])
+    assert len(subsets) == 15 and subsets[-1] == (1, 3, 7, 9) and len(set(subsets)) == 15
+    t = subset_scores(additive_map([0.5, 0.1, 0.3, 0.05]), additive_score, [0, 2])
+    assert t["factors"].tolist() == ["0", "2", "0+2"]
+    np.testing.assert_allclose(t["value"], [0.5, 0.3, 0.8], rtol=1e-6)
+    with pytest.raises(ValueError, match="not factors"):
+        subset_scores(additive_map([0.5, 0.1]), additive_score, [5])
+
+
+def test_ablation_table_core_sufficiency_and_sparse_share():
+    weights = [0.5, 0.1, 0.3, 0.05, 0.05]
+    fmap = additive_map(weights)
+    loo = pd.concat([leave_one_out(fmap, additive_score).assign(split=s) for s in ("s0", "s1")])
+    assert core_factors(loo, ["e"], 2) == [0, 2]
+    sparse = keep_factors(fmap, [0, 1, 3])  # the sparse surrogate kept factors 0, 1, 3: core factor 2 is gone
+    sparse_loo = leave_one_out(sparse, additive_score).assign(split="s0")
+    subsets = subset_scores(fmap, additive_score, [0, 2]).assign(split="s0")
+    t = ablation_table(loo, sparse_loo, subsets, endpoints=["e"], n_core=2, surrogate="r5", sparse_surrogate="sp")
+    assert {"leave_one_out", "sparse_leave_one_out", "core_share", "core_sufficiency", "core_subset"} == set(t["analysis"])
+    loo_rows = t[t["analysis"] == "leave_one_out"].set_index("factors")
+    np.testing.assert_allclose(loo_rows.loc["0", "share"], 0.5, rtol=1e-6)
+    assert loo_rows.loc["0", "rank"] == 1 and bool(loo_rows.loc["2", "core"]) and not bool(loo_rows.loc["1", "core"])
+    suff = t[t["analysis"] == "core_sufficiency"].iloc[0]
+    assert suff["factors"] == "0+2" and np.isclose(suff["value"], 0.8) and np.isclose(suff["full"], 1.0)
+    assert (t["analysis"] == "core_subset").sum() == 2  # with core sufficiency: all 2^2 - 1 subsets
+    share = t[t["analysis"] == "core_share"].set_index("surrogate")
+    np.testing.assert_allclose(share.loc["r5", "value"], 0.8, rtol=1e-6)  # (0.5 + 0.3) / 1.0
+    np.testing.assert_allclose(share.loc["sp", "value"], 0.5 / 0.65, rtol=1e-6)  # only factor 0 of the core kept
+    assert share.loc["sp", "n_factors"] == 1

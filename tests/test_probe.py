@@ -57,7 +57,7 @@ def test_bad_embeddings_are_input_errors():
     with pytest.raises(InputError, match="Z_train"):
         fit_mlp_probe(Z[:10], obs, subtypes={}, seed=0)
     with pytest.raises(InputError, match="hidden"):
-        fit_mlp_probe(Z, obs, subtypes={}, seed=0, hidden=(8,))
+        fit_mlp_probe(Z, obs, subtypes={}, seed=0, hidden=())
 
 
 def test_coarse_cells_train_the_branch_head_only():
@@ -69,3 +69,12 @@ def test_coarse_cells_train_the_branch_head_only():
     assert probe.stages == ["a", "b", "c"] and set(probe.branches) == {"x", "y"}
     pred = probe.predict(Z[:5], index=obs.index[:5])
     assert np.isfinite(pred["pseudotime"]).all() and list(pred["stage_proba"].columns) == ["a", "b", "c"]
+
+
+def test_one_hidden_layer_is_the_raw_mlp_shape():
+    """raw_mlp (the paper's S22): genes -> 64 -> outputs, one hidden layer."""
+    Z, obs = _data()
+    probe = fit_mlp_probe(Z, obs, subtypes=SUBTYPES, seed=0, hidden=(64,), epochs=2)
+    n_out = 2 + 3 + 1 + 1
+    assert probe.n_parameters() == 12 * 64 + 64 + 64 * n_out + n_out
+    assert probe.predict(Z[:5], index=obs.index[:5])["stage_proba"].shape == (5, 3)

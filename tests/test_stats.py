@@ -270,3 +270,28 @@ def test_donor_level_bad_inputs():
         donor_level_tests(m, splits, ci=95)
     with pytest.raises(InputError, match="stats.reference"):
         donor_level_tests(m, splits, reference="nope")
+
+
+def test_bh_families_are_separate():
+    """BH within each family: adding controls never changes a baseline's q (the paper's family stays as published)."""
+    m = random_metrics(seed=3)
+    families = {"pca": "paper", "raw": "paper", "scvi": "controls"}
+    with_controls = paired_tests(m, families=families)
+    baselines_only = paired_tests(m[m["method"] != "scvi"], families=families)
+    paper = with_controls[with_controls["family"] == "paper"].reset_index(drop=True)
+    np.testing.assert_allclose(paper["q_value"], baselines_only["q_value"])
+    np.testing.assert_allclose(paper["q_value"], multipletests(paper["p_value"], method="fdr_bh")[1])
+    assert set(with_controls["family"]) == {"paper", "controls"}
+    one = paired_tests(m)
+    assert (one["family"] == "all").all()
+    np.testing.assert_allclose(one["q_value"], multipletests(one["p_value"], method="fdr_bh")[1])
+    donor = donor_level_tests(m, splits_of(m), families=families)
+    assert list(donor.columns) == DONOR_COLUMNS and set(donor["family"]) == {"paper", "controls"}
+    with pytest.raises(InputError, match="no BH family"):
+        paired_tests(m, families={"pca": "paper"})
+
+
+def splits_of(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One test donor per split (split i tests donor i % 5)."""
+    splits = sorted(metrics["split"].unique())
+    return pd.DataFrame([(s, f"d{i % 5}", "test") for i, s in enumerate(splits)], columns=["split", "donor", "role"])

@@ -123,6 +123,12 @@ def test_stats_table(run):
         assert col in s.columns
     assert set(s["method"]) == set(methods(run)) - {"extracted"} and (s["reference"] == "extracted").all()
     assert np.isfinite(s[["p_value", "q_value"]].to_numpy()).all()
+    family = s.drop_duplicates("method").set_index("method")["family"]
+    assert family["raw"] == family["toy"] == "paper" and family["extracted_top1"] == "extracted_variants"
+    assert family["adaptor_raw"] == family["raw_mlp"] == family["control_untrained"] == "controls"
+    pseudo = s[s["endpoint"].str.startswith("pseudotime")].drop_duplicates("method").set_index("method")["pseudotime"]
+    assert pseudo["dpt"] == pseudo["palantir"] == "unsupervised" and pseudo["raw"] == "supervised"
+    assert s.loc[~s["endpoint"].str.startswith("pseudotime"), "pseudotime"].isna().all()
     assert (s["q_value"] >= s["p_value"] - 1e-12).all() and s["q_value"].le(1).all()
     donor = table(run, "stats_donor_level.tsv")
     assert {"n_donors", "ci_low", "ci_high", "lodo_p_value", "q_value"} <= set(donor.columns)
@@ -136,6 +142,13 @@ def test_summary_runtime_parameters(run):
     assert {"method", "split", "seconds", "max_rss_mb"} <= set(runtime.columns) and len(runtime) == len(methods(run)) * 3
     params = table(run, "parameters.tsv")
     assert (params["n_parameters"] > 0).all() and "extracted" in set(params["method"])
+    roles = params.groupby("method")["role"].apply(set)
+    assert roles["extracted"] == roles["adaptor_raw"] == {"adaptor", "readout"}  # adaptor fitted once, readouts per split
+    assert roles["scvi"] == {"embedding", "readout"} and roles["raw_mlp"] == roles["mlp_probe"] == {"readout"}
+    assert set(params.loc[params["role"] == "adaptor", "fitted"]) == {"once"}
+    assert set(params.loc[params["role"] != "adaptor", "fitted"]) == {"per_split"}
+    adaptor = params[(params["method"] == "extracted") & (params["role"] == "adaptor")]["n_parameters"].iloc[0]
+    assert adaptor == 10 * 2 * 60  # d_latent x pooled-drift features (2 x 60 genes)
 
 
 def test_untrained_control_runs_the_extracted_pipeline_on_fresh_weights(run):
@@ -188,10 +201,22 @@ def test_validation_compression_and_factor_tables(run):
     assert set(ruler_trust["panel"]) >= {"reference", "negative_control_shuffled_genes", "immune"}
     assert ruler_trust["threshold"].isna().all()
     c = table(run, "compression.tsv")
-    assert {"variant", "rank", "size_mb", "endpoint", "mean", "q_value"} <= set(c.columns) and (c["size_mb"] > 0).all()
+    assert {"variant", "rank", "size_mb", "float32_bytes", "endpoint", "mean", "losses_vs_previous", "losses_vs_pooled",
+            "n_loss_endpoints", "noninferiority_p", "noninferior"} <= set(c.columns) and (c["size_mb"] > 0).all()
+    rungs = c.drop_duplicates("variant").set_index("variant")
+    assert list(rungs.index) == ["pooled_drift", "top1", "top1_rank8", "top1_rank4", "top1_sparse"]
+    assert rungs.loc["top1_sparse", "float32_bytes"] == 4 * 4 * (10 + 10)  # 4 factors x (10 read + 10 write genes)
+    assert (rungs["n_loss_endpoints"] == 8).all() and rungs["losses_vs_pooled"].iloc[1:].between(0, 8).all()
     f = table(run, "factor_ablation.tsv")
-    assert len(f) > 0 and {"factor"} <= set(f.columns)
+    assert {"leave_one_out", "sparse_leave_one_out", "core_share", "core_sufficiency", "core_subset"} == set(f["analysis"])
+    subsets = f[f["analysis"].isin(["core_sufficiency", "core_subset"])]
+    assert subsets["factors"].nunique() == 15 and (f.loc[f["analysis"] == "core_sufficiency", "n_factors"] == 4).all()
     assert len(table(run, "factor_programs.tsv")) > 0
+    comparison = table(run, "paper_comparison.tsv")
+    assert list(comparison.columns) == ["result", "paper", "ours", "unit", "note"] and len(comparison) >= 30
+    assert np.isfinite(comparison["ours"]).all()
+    summary_md = (run / "results" / "summary.md").read_text()
+    assert "## Compaction chain" in summary_md and "adaptor_raw" in summary_md and "unsupervised" in summary_md
     assert {"method", "split", "seconds"} <= set(table(run, "runtime.tsv").columns)
     assert "mlp_probe" in set(table(run, "parameters.tsv")["method"])
 

@@ -1,9 +1,21 @@
 """LET adaptor (latent embedding transfer): a linear map z = W (f - b) / s trained to match the stage ruler.
 
-Loss (METHOD.md): mean over pairs of (beta * arccos(cos(z_i, z_j)) - d_ruler(i, j))^2
-+ alpha * mean ||W^T z + b - f||^2 (on scaled features), plus, for the cell-trained variant,
-gamma * cross-entropy of a linear stage classifier on z. Ruler distances are hop counts divided by
-the graph diameter so that both sides of the first term live in [0, 1] (beta = 1/pi maps angles there).
+Loss (METHOD.md), as a weighted sum of up to four terms over mini-batches (weights: `ruler`, `local`, `alpha`,
+`gamma`):
+
+- stage ruler: mean over pairs of (beta * arccos(cos(z_i, z_j)) - d_ruler(i, j))^2; ruler distances are hop counts
+  divided by the graph diameter so that both sides live in [0, 1] (beta = 1/pi maps angles there);
+- local (our definition; the paper names the term without defining it): neighbourhood retrieval, as in SNE/NCA.
+  Each row's `local_k` nearest rows of the batch in (centred, scaled) feature space, by angle, should be its nearest
+  rows in the latent: -mean log q_ij over those pairs, q_i. = softmax over the batch of -angle(z_i, z_j) / tau
+  (tau = 0.1 x the batch's mean latent angle, held fixed in the step, so the term is scale-free), divided by
+  log(batch size - 1) so a uniform q scores 1. It rewards what the trustworthiness gate measures (latent neighbours
+  are feature neighbours) without fixing any distance, so it does not fight the ruler term's global geometry;
+- reconstruction: alpha * mean ||W^T z + b - f||^2 (on scaled features);
+- classification: gamma * cross-entropy of a linear stage classifier on z (the classifier is discarded).
+
+The anchor-trained variant uses ruler + reconstruction; the cell-trained variant (the paper's benchmark winner) all
+four, with the paper's weights 1.0 / 0.1 / 0.08 / 0.4 as config defaults.
 """
 
 from __future__ import annotations
@@ -29,8 +41,12 @@ class Adaptor:
 
     @property
     def n_parameters(self) -> int:
-        """Trainable parameters of the adaptor (W and b)."""
-        return int(self.W.size + self.b.size)
+        """Trainable parameters of the adaptor: W (d_latent x features).
+
+        b (the training features' mean) and the scale are fitted statistics, not trained, and are not counted, as
+        the readouts' scaler is not (the paper: 2,400 x 10 for pooled drift).
+        """
+        return int(self.W.size)
 
     def save(self, path: str) -> None:
         """Save as npz, atomically."""
@@ -47,6 +63,24 @@ class Adaptor:
             return cls(W=z["W"], b=z["b"], scale=float(z["scale"]), history=z["history"].tolist())
 
 
+def principal_axes(X: np.ndarray, k: int, *, seed: int) -> np.ndarray:
+    """Top-k right singular vectors of X (k x features), float32; randomized SVD when X is large, rows padded with 0.
+
+    The adaptor's initialisation: float32 throughout, so a 68k x 2,400 training matrix costs one copy (~0.65 GB).
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    X = np.asarray(X, dtype=np.float32)
+    if min(X.shape) > 4 * (k + 10):
+        _, _, vt = randomized_svd(X, n_components=k, random_state=seed)
+    else:
+        vt = np.linalg.svd(X, full_matrices=False)[2][:k]
+    vt = vt.astype(np.float32)
+    if vt.shape[0] < k:
+        vt = np.vstack([vt, np.zeros((k - vt.shape[0], X.shape[1]), dtype=np.float32)])
+    return vt
+
+
 def fit_adaptor(
     F: np.ndarray,
     stages: pd.Series | np.ndarray,
@@ -56,6 +90,9 @@ def fit_adaptor(
     alpha: float,
     beta: float,
     gamma: float = 0.0,
+    local: float = 0.0,
+    local_k: int = 10,
+    ruler_weight: float = 1.0,
     epochs: int,
     lr: float,
     batch_size: int,
@@ -63,8 +100,9 @@ def fit_adaptor(
 ) -> Adaptor:
     """Train the adaptor on feature rows F (anchors or cells) labelled with `stages`.
 
-    `ruler` is a square DataFrame of stage-to-stage hop counts (index = columns = stage ids).
-    gamma > 0 adds the stage-classification term of the cell-trained variant. Deterministic given seed.
+    `ruler` is a square DataFrame of stage-to-stage hop counts (index = columns = stage ids). Term weights:
+    `ruler_weight` (stage ruler), `local` (neighbourhood preservation over `local_k` batch neighbours), `alpha`
+    (reconstruction), `gamma` (stage classification); see the module docstring. Deterministic given seed.
     Initialised at the top-`d_latent` principal axes of the scaled features.
     """
     import torch
@@ -73,15 +111,12 @@ def fit_adaptor(
     missing = sorted(set(stages) - set(ruler.index))
     if missing:
         raise ValueError(f"stages absent from the ruler: {missing[:5]}")
-    F = np.asarray(F, dtype=np.float64)
-    b = F.mean(axis=0)
-    centred = F - b
-    scale = float(np.sqrt((centred**2).sum(axis=1).mean())) or 1.0
-    Fs = centred / scale
-    _, _, vt = np.linalg.svd(Fs, full_matrices=False)
-    W0 = vt[:d_latent]
-    if W0.shape[0] < d_latent:
-        W0 = np.vstack([W0, np.zeros((d_latent - W0.shape[0], F.shape[1]))])
+    F = np.asarray(F, dtype=np.float32)
+    b = F.mean(axis=0, dtype=np.float64).astype(np.float32)
+    Fs = F - b
+    scale = float(np.sqrt(np.mean(np.sum(Fs.astype(np.float64) ** 2, axis=1)))) or 1.0
+    Fs /= np.float32(scale)
+    W0 = principal_axes(Fs, d_latent, seed=seed)
 
     stage_ids = sorted(set(stages))
     codes = np.searchsorted(stage_ids, stages)
@@ -90,7 +125,7 @@ def fit_adaptor(
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    X = torch.tensor(Fs, dtype=torch.float32)
+    X = torch.from_numpy(Fs)
     y = torch.tensor(codes, dtype=torch.long)
     Rt = torch.tensor(R, dtype=torch.float32)
     W = torch.nn.Parameter(torch.tensor(W0, dtype=torch.float32))
@@ -103,21 +138,33 @@ def fit_adaptor(
     n = X.shape[0]
     history: list[float] = []
     eps = 1e-6
+
+    def cosines(v: torch.Tensor) -> torch.Tensor:
+        """Pairwise cosine similarities of the rows of v."""
+        vn = torch.nn.functional.normalize(v, dim=1, eps=1e-8)
+        return vn @ vn.T
+
     for _ in range(epochs):
         perm = torch.randperm(n, generator=g)
         total = 0.0
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
-            if idx.numel() < 2:
+            m = idx.numel()
+            if m < 2:
                 continue
             xb, yb = X[idx], y[idx]
             z = xb @ W.T
-            zn = torch.nn.functional.normalize(z, dim=1, eps=1e-8)
-            cos = (zn @ zn.T).clamp(-1 + eps, 1 - eps)
-            iu = torch.triu_indices(len(idx), len(idx), offset=1)
-            ang = beta * torch.arccos(cos[iu[0], iu[1]])
-            target = Rt[yb[iu[0]], yb[iu[1]]]
-            loss = ((ang - target) ** 2).mean() + alpha * ((z @ W - xb) ** 2).sum(dim=1).mean()
+            ang = beta * torch.arccos(cosines(z).clamp(-1 + eps, 1 - eps))
+            off = 1.0 - torch.eye(m)  # pair terms are means over i != j (the matrices are symmetric)
+            loss = alpha * ((z @ W - xb) ** 2).sum(dim=1).mean()
+            if ruler_weight > 0:
+                loss = loss + ruler_weight * (((ang - Rt[yb][:, yb]) ** 2) * off).sum() / (m * (m - 1))
+            if local > 0:
+                with torch.no_grad():  # feature-space neighbours (largest cosine = smallest angle) are targets
+                    nbr = torch.topk(cosines(xb) - 3.0 * torch.eye(m), min(local_k, m - 1), dim=1).indices
+                    tau = 0.1 * ((ang * off).sum() / (m * (m - 1))).clamp(min=eps)
+                logq = torch.log_softmax(-(ang + 1e9 * torch.eye(m)) / tau, dim=1)
+                loss = loss - local * torch.gather(logq, 1, nbr).mean() / np.log(m - 1)
             if clf is not None:
                 loss = loss + gamma * torch.nn.functional.cross_entropy(clf(z), yb)
             opt.zero_grad()
@@ -125,14 +172,26 @@ def fit_adaptor(
             opt.step()
             total += float(loss.detach()) * idx.numel()
         history.append(total / n)
-    return Adaptor(W=W.detach().numpy().astype(np.float32), b=b.astype(np.float32), scale=scale, history=history)
+    return Adaptor(W=W.detach().numpy().astype(np.float32), b=b, scale=scale, history=history)
+
+
+def cell_adaptor_kwargs(cfg: dict) -> dict:
+    """`fit_adaptor` arguments of the cell-trained recipe from config `adaptor` (its `cell_*` keys)."""
+    w = cfg["cell_weights"]
+    return dict(d_latent=cfg["d_latent"], beta=cfg["beta"], lr=cfg["lr"], epochs=cfg["cell_epochs"],
+                batch_size=cfg["cell_batch_size"], ruler_weight=w["ruler"], local=w["local"],
+                local_k=cfg["cell_local_k"], alpha=w["reconstruction"], gamma=w["classification"])
 
 
 def balanced_sample(labels: pd.Series, *, per_label: int, seed: int) -> np.ndarray:
-    """Positions of at most `per_label` cells of each label (stage-balanced training set), seeded."""
+    """Positions of at most `per_label` cells of each label (stage-balanced training set), seeded.
+
+    Cells without a label (NaN: e.g. a coarse label that carries a branch but no stage) are never drawn.
+    """
     rng = np.random.default_rng(seed)
-    labels = pd.Series(np.asarray(labels))
+    labels = pd.Series(np.asarray(labels, dtype=object))
     picks = []
-    for _, pos in sorted(labels.groupby(labels).indices.items()):
-        picks.append(rng.choice(pos, size=min(per_label, len(pos)), replace=False))
+    for _, pos in sorted(labels.dropna().groupby(labels.dropna()).indices.items()):
+        index = labels.dropna().index.to_numpy()[pos]
+        picks.append(rng.choice(index, size=min(per_label, len(index)), replace=False))
     return np.sort(np.concatenate(picks)) if picks else np.array([], dtype=int)

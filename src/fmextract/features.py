@@ -25,16 +25,29 @@ def layer_blocks(n_layers: int, n_blocks: int = 3) -> list[list[int]]:
 class FeatureMap:
     """A linear feature map over a gene panel: f(x) = x @ M, with M dense, sparse, or factorised (left @ right).
 
-    x is log1p panel expression in `genes` order. Factorised maps (rank-r surrogates) keep only their factors,
-    so their file size is what a user would ship.
+    x is log1p panel expression in `genes` order. Factorised maps (rank-r surrogates) keep only their factors, dense
+    or sparse (the hard-sparse surrogate), so their file size is what a user would ship.
     """
 
     genes: list[str]
     kind: str
     matrix: np.ndarray | sp.csr_matrix | None = None
-    left: np.ndarray | None = None
-    right: np.ndarray | None = None
+    left: np.ndarray | sp.csr_matrix | None = None
+    right: np.ndarray | sp.csr_matrix | None = None
     meta: dict = field(default_factory=dict)
+
+    @property
+    def n_weights(self) -> int:
+        """Stored weights (non-zeros of sparse parts): what the map costs as raw float32 (4 bytes each)."""
+        parts = (self.left, self.right) if self.left is not None else (self.matrix,)
+        return int(sum(p.nnz if sp.issparse(p) else np.size(p) for p in parts))
+
+    @property
+    def n_factors(self) -> int:
+        """Number of factors of a factorised map."""
+        if self.left is None:
+            raise ValueError(f"a {self.kind} map is not factorised")
+        return int(self.left.shape[1])
 
     @property
     def n_features(self) -> int:
@@ -68,24 +81,19 @@ class FeatureMap:
 
     def dense(self) -> np.ndarray:
         """M as a dense G x F array."""
-        if self.left is not None:
-            return self.left @ self.right
-        return self.matrix.toarray() if sp.issparse(self.matrix) else np.asarray(self.matrix)
+        m = self.left @ self.right if self.left is not None else self.matrix
+        return m.toarray() if sp.issparse(m) else np.asarray(m)
 
     def save(self, path: str) -> None:
-        """Save as npz (arrays + genes + kind + meta as JSON), atomically; sparse maps as CSR arrays."""
+        """Save as npz (arrays + genes + kind + meta as JSON), atomically; sparse parts as CSR arrays."""
         import json
 
         from fmextract.io import atomic_path
 
         arrays: dict[str, np.ndarray] = {}
-        if self.left is not None:
-            arrays.update(left=self.left.astype(np.float32), right=self.right.astype(np.float32))
-        elif sp.issparse(self.matrix):
-            m = sp.csr_matrix(self.matrix, dtype=np.float32)
-            arrays.update(data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape))
-        else:
-            arrays.update(matrix=np.asarray(self.matrix, dtype=np.float32))
+        parts = {"left": self.left, "right": self.right} if self.left is not None else {"matrix": self.matrix}
+        for name, m in parts.items():
+            arrays.update(_pack(name, m))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, genes=np.array(self.genes), kind=np.array(self.kind),
@@ -98,11 +106,30 @@ class FeatureMap:
 
         with np.load(path, allow_pickle=False) as z:
             common = dict(genes=[str(g) for g in z["genes"]], kind=str(z["kind"]), meta=json.loads(str(z["meta"])))
-            if "left" in z:
-                return cls(left=z["left"], right=z["right"], **common)
-            if "data" in z:
-                return cls(matrix=sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"])), **common)
-            return cls(matrix=z["matrix"], **common)
+            names = ("left", "right") if any(f.startswith("left") for f in z.files) else ("matrix",)
+            return cls(**{name: _unpack(z, name) for name in names}, **common)
+
+
+def _pack(name: str, m: np.ndarray | sp.spmatrix) -> dict[str, np.ndarray]:
+    """npz members of one matrix: `name` (dense) or `name_data/_indices/_indptr/_shape` (CSR), float32."""
+    if sp.issparse(m):
+        m = sp.csr_matrix(m, dtype=np.float32)
+        return {f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr,
+                f"{name}_shape": np.array(m.shape)}
+    return {name: np.asarray(m, dtype=np.float32)}
+
+
+def _unpack(z, name: str) -> np.ndarray | sp.csr_matrix:
+    """The matrix `_pack` stored under `name`."""
+    if name in z.files:
+        return z[name]
+    return sp.csr_matrix((z[f"{name}_data"], z[f"{name}_indices"], z[f"{name}_indptr"]), shape=tuple(z[f"{name}_shape"]))
+
+
+def identity_map(genes: list[str]) -> FeatureMap:
+    """The identity operator: features = the panel expression itself (the direct-learnability control adaptor_raw)."""
+    n = len(genes)
+    return FeatureMap(genes=list(genes), kind="identity", matrix=sp.identity(n, dtype=np.float32, format="csr"))
 
 
 def pooled_drift_map(operators: np.ndarray, genes: list[str], *, n_blocks: int = 3) -> FeatureMap:
@@ -130,17 +157,46 @@ def low_rank_map(fmap: FeatureMap, rank: int) -> FeatureMap:
                       right=Vt[:r].astype(np.float32), meta={**fmap.meta, "rank": r, "source_kind": fmap.kind})
 
 
-def sparse_map(fmap: FeatureMap, density: float) -> FeatureMap:
-    """Hard-sparse surrogate: keep the largest-magnitude `density` fraction of M's entries (CSR)."""
-    M = fmap.dense()
-    k = max(1, int(round(density * M.size)))
-    threshold = np.partition(np.abs(M).ravel(), M.size - k)[M.size - k]
-    kept = np.where(np.abs(M) >= threshold, M, 0.0)
-    return FeatureMap(genes=fmap.genes, kind="sparse", matrix=sp.csr_matrix(kept.astype(np.float32)),
-                      meta={**fmap.meta, "density": density, "source_kind": fmap.kind})
+def hard_sparse_map(fmap: FeatureMap, *, n_factors: int, n_genes: int) -> FeatureMap:
+    """Hard-sparse surrogate of a rank-r map (the paper's): its `n_factors` largest factors (by singular value), each
+    keeping only its `n_genes` largest-magnitude read loadings (input genes, U S) and write loadings (outputs, V^T).
+
+    16 factors x 60 read + 60 write genes = 1,920 weights. meta["factors"] lists the kept factors' indices in the
+    source map, so ablations of both maps name the same factors.
+    """
+    if fmap.left is None:
+        raise ValueError(f"hard-sparse needs a factorised (rank-r) map, got a {fmap.kind} map")
+    left, right = np.asarray(fmap.left), np.asarray(fmap.right)
+    strength = np.linalg.norm(left, axis=0) * np.linalg.norm(right, axis=1)  # = singular values for an SVD map
+    factors = np.sort(np.argsort(-strength, kind="stable")[: min(n_factors, left.shape[1])])
+
+    def keep_top(v: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(v)
+        top = np.argsort(-np.abs(v), kind="stable")[: min(n_genes, v.size)]
+        out[top] = v[top]
+        return out
+
+    L = np.stack([keep_top(left[:, f]) for f in factors], axis=1)
+    R = np.stack([keep_top(right[f]) for f in factors], axis=0)
+    ids = factor_ids(fmap)
+    return FeatureMap(genes=fmap.genes, kind="hard_sparse", left=sp.csr_matrix(L), right=sp.csr_matrix(R),
+                      meta={**fmap.meta, "source_kind": fmap.kind, "factors": [int(ids[f]) for f in factors],
+                            "n_genes": n_genes})
+
+
+def factor_ids(fmap: FeatureMap) -> list[int]:
+    """Identities of a factorised map's factors: their indices in the rank-r source map (meta['factors']) or 0..r-1."""
+    return list(fmap.meta.get("factors", range(fmap.n_factors)))
+
+
+def keep_factors(fmap: FeatureMap, positions: list[int]) -> FeatureMap:
+    """A factorised map with only the factors at `positions` (column positions of left, rows of right)."""
+    positions = list(positions)
+    ids = factor_ids(fmap)
+    return FeatureMap(genes=fmap.genes, kind=fmap.kind, left=fmap.left[:, positions], right=fmap.right[positions],
+                      meta={**fmap.meta, "factors": [ids[p] for p in positions]})
 
 
 def without_factor(fmap: FeatureMap, k: int) -> FeatureMap:
-    """A factorised map with factor k removed (leave-one-factor-out ablation)."""
-    keep = np.arange(fmap.left.shape[1]) != k
-    return FeatureMap(genes=fmap.genes, kind=fmap.kind, left=fmap.left[:, keep], right=fmap.right[keep], meta=fmap.meta)
+    """A factorised map with the factor at position k removed (leave-one-factor-out ablation)."""
+    return keep_factors(fmap, [p for p in range(fmap.n_factors) if p != k])

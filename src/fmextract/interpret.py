@@ -1,12 +1,16 @@
-"""Interpretability of a factorised operator: leave-one-factor-out impact and gene-program enrichment."""
+"""Interpretability of a factorised operator: leave-one-factor-out impact, core sufficiency and subsets, and
+gene-program enrichment of the top factors."""
 
 from __future__ import annotations
+
+from itertools import combinations
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy.stats import hypergeom
 
-from fmextract.features import FeatureMap
+from fmextract.features import FeatureMap, factor_ids, keep_factors, without_factor
 
 
 def impact_shares(impact: pd.Series) -> pd.DataFrame:
@@ -44,3 +48,93 @@ def program_enrichment(top: list[str], universe: list[str], programs: dict[str, 
     table = pd.DataFrame(rows)
     table["q_value"] = bh_q_values(table["p_value"]) if len(table) else []
     return table
+
+
+#: columns of factor_ablation.tsv (see `ablation_table`).
+ABLATION_COLUMNS = ["analysis", "surrogate", "factors", "n_factors", "endpoint", "full", "value", "drop", "impact",
+                    "share", "cumulative_share", "rank", "core", "n_splits"]
+
+
+def leave_one_out(fmap: FeatureMap, score: Callable[[FeatureMap], dict[str, float]]) -> pd.DataFrame:
+    """Each factor of a factorised map removed in turn: rows (factor, endpoint, full, value), factor = its id.
+
+    `score` maps a feature map to endpoint values with everything else (adaptor, readouts) held fixed.
+    """
+    full = score(fmap)
+    ids = factor_ids(fmap)
+    rows = []
+    for position, factor in enumerate(ids):
+        ablated = score(without_factor(fmap, position))
+        rows += [{"factor": int(factor), "endpoint": e, "full": v, "value": ablated.get(e, np.nan)} for e, v in full.items()]
+    return pd.DataFrame(rows, columns=["factor", "endpoint", "full", "value"])
+
+
+def core_subsets(core: list[int]) -> list[tuple[int, ...]]:
+    """All non-empty subsets of the core factors (2^n - 1; 15 for a core of 4), smallest first."""
+    return [c for n in range(1, len(core) + 1) for c in combinations(sorted(core), n)]
+
+
+def subset_scores(fmap: FeatureMap, score: Callable[[FeatureMap], dict[str, float]], core: list[int]) -> pd.DataFrame:
+    """Only a subset of factors kept (probes fixed), for every non-empty subset of the core: rows (factors,
+    n_factors, endpoint, full, value); the subset holding the whole core is core sufficiency."""
+    full = score(fmap)
+    position = {f: p for p, f in enumerate(factor_ids(fmap))}
+    missing = sorted(set(core) - set(position))
+    if missing:
+        raise ValueError(f"core factors {missing} are not factors of this map")
+    rows = []
+    for subset in core_subsets(core):
+        kept = score(keep_factors(fmap, [position[f] for f in subset]))
+        rows += [{"factors": "+".join(map(str, subset)), "n_factors": len(subset), "endpoint": e, "full": v,
+                  "value": kept.get(e, np.nan)} for e, v in full.items()]
+    return pd.DataFrame(rows, columns=["factors", "n_factors", "endpoint", "full", "value"])
+
+
+def factor_impact(loo: pd.DataFrame, endpoints: list[str]) -> pd.Series:
+    """Impact of each factor: its mean drop (full - ablated) over `endpoints` and splits (leave-one-out rows)."""
+    sub = loo[loo["endpoint"].isin(endpoints)]
+    if sub.empty:
+        raise ValueError(f"no leave-one-out rows for endpoints {endpoints}; check compression.ablation_endpoints")
+    return (sub["full"] - sub["value"]).groupby(sub["factor"]).mean()
+
+
+def core_factors(loo: pd.DataFrame, endpoints: list[str], n: int) -> list[int]:
+    """The core: the n factors of largest impact (ties broken by factor id), from leave-one-out rows of all splits."""
+    return [int(f) for f in impact_shares(factor_impact(loo, endpoints).sort_index())["factor"].head(n)]
+
+
+def ablation_table(loo: pd.DataFrame, sparse_loo: pd.DataFrame, subsets: pd.DataFrame, *, endpoints: list[str],
+                   n_core: int, surrogate: str, sparse_surrogate: str) -> pd.DataFrame:
+    """factor_ablation.tsv from per-split rows (each with a `split` column); means over splits.
+
+    analysis `leave_one_out` / `sparse_leave_one_out`: per factor and endpoint, full, value (factor removed) and
+    drop, with the factor's impact (mean drop over `endpoints`), share and cumulative share of the positive impact,
+    rank, and whether it is in the core; `core_sufficiency` (only the core kept) and `core_subset` (the other
+    non-empty subsets of the core; with core_sufficiency all 2^n - 1) per endpoint; `core_share`: the share of
+    impact the core carries in the rank-r surrogate (its top-n cumulative share) and in the hard-sparse one (the
+    core factors it kept; n_factors says how many).
+    """
+    core = core_factors(loo, endpoints, n_core)
+    out = []
+    for analysis, name, rows in (("leave_one_out", surrogate, loo), ("sparse_leave_one_out", sparse_surrogate, sparse_loo)):
+        shares = impact_shares(factor_impact(rows, endpoints)).set_index("factor")
+        mean = rows.groupby(["factor", "endpoint"], as_index=False).agg(full=("full", "mean"), value=("value", "mean"),
+                                                                        n_splits=("value", "count"))
+        mean = mean.join(shares, on="factor")
+        mean["factors"] = mean["factor"].astype(int).astype(str)
+        out.append(mean.assign(analysis=analysis, surrogate=name, n_factors=1, core=mean["factor"].isin(core)))
+        in_core = shares.index.isin(core)
+        share = float(shares.loc[in_core, "share"].sum()) if in_core.any() else 0.0
+        out.append(pd.DataFrame([{"analysis": "core_share", "surrogate": name, "factors": "+".join(map(str, core)),
+                                  "n_factors": int(in_core.sum()), "endpoint": "impact", "value": share,
+                                  "core": True, "n_splits": rows["split"].nunique()}]))
+    sub = subsets.groupby(["factors", "n_factors", "endpoint"], as_index=False).agg(
+        full=("full", "mean"), value=("value", "mean"), n_splits=("value", "count"))
+    sub["analysis"] = np.where(sub["n_factors"] == len(core), "core_sufficiency", "core_subset")
+    out.append(sub.assign(surrogate=surrogate, core=True))
+    table = pd.concat(out, ignore_index=True)
+    table["drop"] = table["full"] - table["value"]
+    order = {"leave_one_out": 0, "core_share": 1, "core_sufficiency": 2, "core_subset": 3, "sparse_leave_one_out": 4}
+    table = table.sort_values(["analysis", "surrogate", "rank", "n_factors", "factors", "endpoint"],
+                              key=lambda c: c.map(order) if c.name == "analysis" else c, kind="stable")
+    return table[ABLATION_COLUMNS].reset_index(drop=True)

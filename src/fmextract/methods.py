@@ -3,10 +3,16 @@
 A method is a Python file defining one function, by kind:
 
 - ``embedding``:  ``embed(train, test, params) -> (Z_train, Z_test)``; the shared readouts turn Z into every endpoint.
+  A third element ``{component: count}`` reports parameters the method fitted in this split (e.g. scVI's network).
 - ``classifier``: ``classify(train, test, params) -> dict`` with any of ``branch_proba``/``stage_proba`` (DataFrame,
   test cells x classes), ``<subtype>_proba`` (positive-class probability per test cell) and ``pseudotime``; an
   optional ``n_parameters`` entry ({component: count}) reports the method's own trainable parameters.
 - ``pseudotime``: ``pseudotime(train, test, params) -> array (n_test,)``.
+
+Any kind may also define ``fitted_once(params) -> {component: count}``: parameters fitted once, before and outside
+the splits (the extracted method's adaptor), read from its declared inputs. `parameter_rows` lays all of them out
+for ``parameters.tsv``: role ``adaptor`` (fitted once), ``embedding`` (the method's own per-split network) or
+``readout`` (per split: the shared readouts, or a classifier's own model).
 
 ``train`` and ``test`` hold the panel genes: raw counts in ``layers["counts"]``, log1p(CP10k) in ``X``. Labels
 (``stage``, ``branch``, ``depth``...) are in ``train.obs`` only; ``test.obs`` has just ``donor`` and ``tissue``.
@@ -84,25 +90,27 @@ def check_output(kind: str, out, train: ad.AnnData, test: ad.AnnData, method: st
             fail(f"{what} has non-finite values")
         return x
 
+    def counts(n_parameters) -> dict[str, int]:
+        if not isinstance(n_parameters, dict) or not all(isinstance(v, (int, np.integer)) for v in n_parameters.values()):
+            fail("n_parameters must be a dict of component name -> trainable parameter count")
+        return {str(k): int(v) for k, v in n_parameters.items()}
+
     if kind == "embedding":
-        if not (isinstance(out, tuple) and len(out) == 2):
-            fail("embed() must return (Z_train, Z_test)")
+        if not (isinstance(out, tuple) and len(out) in (2, 3)):
+            fail("embed() must return (Z_train, Z_test) or (Z_train, Z_test, n_parameters)")
         z_train, z_test = (finite(z, name) for z, name in zip(out, ("Z_train", "Z_test")))
         for z, a, name in ((z_train, train, "Z_train"), (z_test, test, "Z_test")):
             if z.ndim != 2 or z.shape[0] != a.n_obs:
                 fail(f"{name} has shape {z.shape}, expected ({a.n_obs}, d)")
         if z_train.shape[1] != z_test.shape[1]:
             fail(f"Z_train and Z_test differ in width ({z_train.shape[1]} vs {z_test.shape[1]})")
-        return {"Z_train": z_train, "Z_test": z_test}
+        return {"Z_train": z_train, "Z_test": z_test, "n_parameters": counts(out[2] if len(out) == 3 else {})}
     if kind == "pseudotime":
         out = {"pseudotime": out}
     if not isinstance(out, dict) or not out:
         fail("classify() must return a non-empty dict of predictions")
     out = dict(out)
-    n_parameters = out.pop("n_parameters", {})
-    if not isinstance(n_parameters, dict) or not all(isinstance(v, (int, np.integer)) for v in n_parameters.values()):
-        fail("n_parameters must be a dict of component name -> trainable parameter count")
-    checked = {"n_parameters": {str(k): int(v) for k, v in n_parameters.items()}}
+    checked = {"n_parameters": counts(out.pop("n_parameters", {}))}
     for key, value in out.items():
         if isinstance(value, pd.DataFrame):
             if not value.index.equals(test.obs_names):
@@ -120,7 +128,8 @@ def check_output(kind: str, out, train: ad.AnnData, test: ad.AnnData, method: st
 def evaluate(
     kind: str, checked: dict, train: ad.AnnData, truth: pd.DataFrame, *, subtypes: dict, seed: int
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """Endpoints of one method on one split; embeddings go through the shared readouts (fit on train donors)."""
+    """Endpoints of one method on one split and its readout parameters; embeddings go through the shared readouts
+    (fit on train donors)."""
     n_params: dict[str, int] = {}
     if kind == "embedding":
         readouts = fit_readouts(checked["Z_train"], train.obs, subtypes=subtypes, seed=seed)
@@ -130,3 +139,31 @@ def evaluate(
         pred = dict(checked)
         n_params = pred.pop("n_parameters", {})
     return endpoint_metrics(truth, pred, subtypes=subtypes, donor_key="donor"), n_params
+
+
+def parameter_rows(kind: str, checked: dict, readout_parameters: dict[str, int],
+                   fitted_once: dict[str, int]) -> list[dict]:
+    """Rows (component, role, fitted, n_parameters) of one method on one split (module docstring: roles)."""
+    rows = [{"component": c, "role": "adaptor", "fitted": "once", "n_parameters": int(n)} for c, n in fitted_once.items()]
+    if kind == "embedding":
+        rows += [{"component": c, "role": "embedding", "fitted": "per_split", "n_parameters": int(n)}
+                 for c, n in checked.get("n_parameters", {}).items()]
+    rows += [{"component": c, "role": "readout", "fitted": "per_split", "n_parameters": int(n)}
+             for c, n in readout_parameters.items()]
+    return rows
+
+
+#: BH families of stats.tsv: the paper's (the reference vs the baselines), controls, variants of the reference.
+FAMILIES = {"baseline": "paper", "control": "controls", "variant": "extracted_variants"}
+
+
+def method_family(name: str, spec: dict) -> str:
+    """The BH family of a method (config `family`, else by name: control_* controls, extracted_* variants)."""
+    role = spec.get("family") or ("control" if name.startswith("control_") else
+                                  "variant" if name.startswith("extracted_") else "baseline")
+    return FAMILIES[role]
+
+
+def pseudotime_supervision(spec: dict) -> str:
+    """Whether a method's pseudotime is a readout trained on labels (supervised) or made without them (unsupervised)."""
+    return spec.get("pseudotime") or ("unsupervised" if spec["kind"] == "pseudotime" else "supervised")

@@ -117,13 +117,16 @@ def compression_plot(compression: pd.DataFrame, path: str, *, endpoint: str) -> 
 
 
 def factor_bars(ablation: pd.DataFrame, path: str, *, top: int = 16) -> None:
-    """Impact of removing each of the top factors, with the cumulative share on a second axis."""
-    sub = ablation.nsmallest(top, "rank")
+    """Impact of removing each of the top factors (leave-one-out rows of factor_ablation.tsv; core factors darker),
+    with the cumulative share on a second axis."""
+    loo = ablation[ablation["analysis"] == "leave_one_out"].drop_duplicates("factors")
+    sub = loo.nsmallest(top, "rank")
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.bar(sub["rank"].astype(str), sub["impact"], color="#66a61e")
-    ax.set_xlabel("factor (ranked by impact)")
+    colours = np.where(sub["core"].astype(bool), "#1b7837", "#a6dba0")
+    ax.bar(sub["rank"].astype(str), sub["impact"], color=colours)
+    ax.set_xlabel("factor (ranked by impact; dark: the core)")
     ax.set_ylabel("impact (mean endpoint drop when removed)")
-    ax.set_xticks(range(len(sub)), [f"F{int(f)}" for f in sub["factor"]], rotation=45, fontsize=8)
+    ax.set_xticks(range(len(sub)), [f"F{f}" for f in sub["factors"]], rotation=45, fontsize=8)
     twin = ax.twinx()
     twin.plot(range(len(sub)), sub["cumulative_share"], color="black", marker="o", ms=3)
     twin.set_ylabel("cumulative share of impact")

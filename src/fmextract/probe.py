@@ -1,6 +1,6 @@
-"""The paper's `mlp_probe` readout: a 3-layer MLP trained on frozen foundation-model cell embeddings.
+"""The paper's `mlp_probe` readout: a 3-layer MLP trained on frozen foundation-model cell embeddings (also `raw_mlp`).
 
-One multi-task MLP (``d -> hidden[0] -> hidden[1] -> outputs``, ReLU) predicts every endpoint at once: branch and
+One multi-task MLP (``d -> hidden[0] -> ... -> outputs``, ReLU; mlp_probe: two hidden layers, raw_mlp: one) predicts every endpoint at once: branch and
 stage logits (cross-entropy), one logit per subtype endpoint (binary cross-entropy on the training cells whose
 stage is in that endpoint's lists) and depth (mean squared error on standardised depth, used as pseudotime). With
 scGPT's 512-d embeddings and hidden (256, 128) this is ~170k trainable parameters, the paper's ~172k. Inputs are
@@ -68,8 +68,9 @@ def fit_mlp_probe(
     if Z.ndim != 2 or Z.shape[0] != len(obs_train) or not np.isfinite(Z).all():
         raise InputError(f"fit_mlp_probe: Z_train has shape {Z.shape} for {len(obs_train)} cells or non-finite "
                          "values; embed every training cell")
-    if len(hidden) != 2:
-        raise InputError(f"mlp_probe params.hidden={list(hidden)}: give two hidden widths (a 3-layer MLP)")
+    if len(hidden) < 1 or not all(isinstance(h, (int, np.integer)) and h > 0 for h in hidden):
+        raise InputError(f"params.hidden={list(hidden)}: give one or more positive hidden widths (mlp_probe: two, a "
+                         "3-layer MLP; raw_mlp: one)")
     defs = check_subtypes(subtypes)
     branch = obs_train["branch"].astype(str)
     staged = obs_train["stage"].notna().to_numpy()  # coarse labels (branch, no stage) train the branch head only
@@ -99,8 +100,9 @@ def fit_mlp_probe(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(Z.shape[1], hidden[0]), nn.ReLU(), nn.Linear(hidden[0], hidden[1]), nn.ReLU(),
-                            nn.Linear(hidden[1], nb + ns + n_sub + 1))
+        widths = [Z.shape[1], *hidden]
+        layers = [m for a, b in zip(widths[:-1], widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        net = nn.Sequential(*layers, nn.Linear(widths[-1], nb + ns + n_sub + 1))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     ce, bce = nn.CrossEntropyLoss(), nn.BCEWithLogitsLoss(reduction="none")
     net.train()

@@ -11,8 +11,11 @@ Conventions:
 - the test is ``pingouin.wilcoxon`` (scipy's signed-rank test with zero differences dropped — ``zero_method="wilcox"``
   — exact for small samples without ties, normal approximation with continuity correction otherwise);
 - when every difference is zero the test is undefined; we report statistic 0, p = 1, rank-biserial 0;
-- q-values: Benjamini–Hochberg (``pingouin.multicomp(method="fdr_bh")``) across every row of the table (all
-  endpoints and methods together); rows without pairs (p NaN) are left out of the correction.
+- q-values: Benjamini–Hochberg (``pingouin.multicomp(method="fdr_bh")``) within each BH family (``family``
+  column: all endpoints and methods of the family together; without ``families`` every row is one family ``all``).
+  The workflow's families (``fmextract.methods.method_family``): ``paper`` (the reference vs the baselines, the
+  paper's family), ``controls`` and ``extracted_variants`` — so adding a control never lowers a baseline's q; rows
+  without pairs (p NaN) are left out of the correction.
 
 Donor-level tests (``donor_level_tests``). The splits reuse a few test donors (the paper: 88 splits, 15 donors), so
 splits are not independent and split-level tests overstate n. The unit here is the unique test donor:
@@ -32,7 +35,7 @@ splits are not independent and split-level tests overstate n. The unit here is t
 - leave-one-donor-out sensitivity: each donor is left out in turn by dropping every split in which it is tested (a
   split's metric pools its test donors' cells, so it cannot be divided), and the mean difference over the remaining
   splits is recomputed; ``lodo_min_diff``/``lodo_max_diff`` give the range (NaN when a donor is in every split);
-- q-values: Benjamini–Hochberg across rows on ``lodo_p_value``, as above.
+- q-values: Benjamini–Hochberg within each family on ``lodo_p_value``, as above.
 """
 
 from __future__ import annotations
@@ -46,11 +49,11 @@ from scipy import stats as sps
 
 from fmextract.errors import InputError
 
-TEST_COLUMNS = ["endpoint", "method", "reference", "n", "n_dropped", "median_diff", "mean_reference", "mean_method",
-                "statistic", "p_value", "rank_biserial", "q_value"]
-DONOR_COLUMNS = ["endpoint", "method", "reference", "n_splits", "n_dropped", "n_donors", "mean_diff", "median_diff",
-                 "ci_low", "ci_high", "lodo_n", "lodo_statistic", "lodo_p_value", "rank_biserial", "lodo_min_diff",
-                 "lodo_max_diff", "q_value"]
+TEST_COLUMNS = ["endpoint", "method", "reference", "family", "n", "n_dropped", "median_diff", "mean_reference",
+                "mean_method", "statistic", "p_value", "rank_biserial", "q_value"]
+DONOR_COLUMNS = ["endpoint", "method", "reference", "family", "n_splits", "n_dropped", "n_donors", "mean_diff",
+                 "median_diff", "ci_low", "ci_high", "lodo_n", "lodo_statistic", "lodo_p_value", "rank_biserial",
+                 "lodo_min_diff", "lodo_max_diff", "q_value"]
 
 
 def _check_metrics(metrics: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -94,6 +97,20 @@ def bh_q_values(p_values: pd.Series) -> np.ndarray:
     return q
 
 
+def family_q_values(table: pd.DataFrame, p_column: str, families: dict[str, str] | None) -> pd.DataFrame:
+    """Add the `family` column (from `families`: method -> family; default `all`) and BH q-values within each family."""
+    table = table.copy()
+    family = table["method"].map(families or {})
+    unknown = sorted(set(table.loc[family.isna(), "method"])) if families is not None else []
+    if unknown:
+        raise InputError(f"statistics: method(s) {unknown} have no BH family; pass every method's family")
+    table["family"] = family if families is not None else "all"
+    table["q_value"] = np.nan
+    for _, rows in table.groupby("family", sort=False):
+        table.loc[rows.index, "q_value"] = bh_q_values(rows[p_column])
+    return table
+
+
 def wilcoxon_pair(reference: np.ndarray, method: np.ndarray, *, alternative: str = "two-sided") -> dict:
     """Paired Wilcoxon of reference vs method: statistic (W), p_value, rank_biserial; all-zero differences -> p = 1."""
     d = np.asarray(reference, dtype=float) - np.asarray(method, dtype=float)
@@ -105,8 +122,10 @@ def wilcoxon_pair(reference: np.ndarray, method: np.ndarray, *, alternative: str
     return {"statistic": float(res["W_val"]), "p_value": float(res["p_val"]), "rank_biserial": float(res["RBC"])}
 
 
-def paired_tests(metrics: pd.DataFrame, *, reference: str = "extracted", alternative: str = "two-sided") -> pd.DataFrame:
-    """One row per (endpoint, method ≠ reference): paired Wilcoxon over shared splits, effect sizes, BH q-value."""
+def paired_tests(metrics: pd.DataFrame, *, reference: str = "extracted", alternative: str = "two-sided",
+                 families: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per (endpoint, method ≠ reference): paired Wilcoxon over shared splits, effect sizes, BH q-value within
+    each family (`families`: method -> family name; None: one family)."""
     m = _check_metrics(metrics, "paired_tests")
     if alternative not in ("two-sided", "greater", "less"):
         raise InputError(f"paired_tests: alternative '{alternative}' is unknown; use two-sided, greater or less")
@@ -120,9 +139,8 @@ def paired_tests(metrics: pd.DataFrame, *, reference: str = "extracted", alterna
             "mean_method": float(y.mean()) if len(both) else np.nan,
             **wilcoxon_pair(x, y, alternative=alternative),
         })
-    table = pd.DataFrame(rows, columns=TEST_COLUMNS[:-1])
-    table["q_value"] = bh_q_values(table["p_value"])
-    return table[TEST_COLUMNS]
+    table = pd.DataFrame(rows, columns=[c for c in TEST_COLUMNS if c not in ("family", "q_value")])
+    return family_q_values(table, "p_value", families)[TEST_COLUMNS]
 
 
 def _test_donors(splits: pd.DataFrame) -> dict[str, frozenset[str]]:
@@ -163,7 +181,8 @@ def _donor_row(d: np.ndarray, member: np.ndarray, *, n_boot: int, seed: int, ci:
 
 
 def donor_level_tests(metrics: pd.DataFrame, splits: pd.DataFrame, *, reference: str = "extracted",
-                      n_boot: int = 2000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+                      n_boot: int = 2000, seed: int = 0, ci: float = 0.95,
+                      families: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (endpoint, method ≠ reference) on unique test donors (see the module docstring).
 
     Columns: ``n_splits`` paired splits and ``n_dropped`` unpaired ones (as ``n``/``n_dropped`` in paired_tests);
@@ -171,7 +190,8 @@ def donor_level_tests(metrics: pd.DataFrame, splits: pd.DataFrame, *, reference:
     the paired splits; ``ci_low``/``ci_high`` the donor-clustered bootstrap interval (level ``ci``, ``n_boot``
     resamples, seeded) of ``mean_diff``; ``lodo_n``, ``lodo_statistic`` (W), ``lodo_p_value`` and ``rank_biserial``
     of the Wilcoxon over per-donor mean differences; ``lodo_min_diff``/``lodo_max_diff`` the range of the mean
-    difference when each donor's splits are left out in turn; ``q_value`` BH over ``lodo_p_value``.
+    difference when each donor's splits are left out in turn; ``q_value`` BH over ``lodo_p_value`` within each
+    family (as in `paired_tests`).
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise InputError(f"donor_level_tests: stats.n_bootstrap is {n_boot!r}; set a positive integer")
@@ -192,9 +212,8 @@ def donor_level_tests(metrics: pd.DataFrame, splits: pd.DataFrame, *, reference:
         rows.append({"endpoint": endpoint, "method": method, "reference": reference, "n_splits": len(both),
                      "n_dropped": n_dropped, "n_donors": len(donors),
                      **_donor_row(d, member.reshape(len(donors), len(both)), n_boot=n_boot, seed=seed, ci=ci)})
-    table = pd.DataFrame(rows, columns=DONOR_COLUMNS[:-1])
-    table["q_value"] = bh_q_values(table["lodo_p_value"])
-    return table[DONOR_COLUMNS]
+    table = pd.DataFrame(rows, columns=[c for c in DONOR_COLUMNS if c not in ("family", "q_value")])
+    return family_q_values(table, "lodo_p_value", families)[DONOR_COLUMNS]
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -36,6 +36,8 @@ def classify(train, test, params):
     result = celltypist.annotate(dense(test), model=model, majority_voting=False)
     proba = result.probability_matrix.loc[test.obs_names].astype(float)
     proba = proba.div(proba.sum(axis=1), axis=0)
-    out = {"stage_proba": proba, "branch_proba": branch_proba_from_stages(proba, stage_branch_map(train.obs))}
+    clf = model.classifier
+    out = {"stage_proba": proba, "branch_proba": branch_proba_from_stages(proba, stage_branch_map(train.obs)),
+           "n_parameters": {"logistic": int(clf.coef_.size + clf.intercept_.size)}}
     out.update(subtype_proba_from_stages(proba, params.get("subtypes") or {}))
     return out

@@ -10,3 +10,8 @@ def embed(train, test, params):
     adaptor = Adaptor.load(params["inputs"]["adaptor"])
     latent = lambda a: fmap.transform(a[:, fmap.genes].X, then=adaptor.transform)
     return latent(train), latent(test)
+
+
+def fitted_once(params):
+    """The adaptor's trainable parameters (fitted once on reference donors, before the splits)."""
+    return {"adaptor": Adaptor.load(params["inputs"]["adaptor"]).n_parameters}

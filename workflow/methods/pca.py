@@ -11,4 +11,4 @@ def embed(train, test, params):
     loadings = fit.varm["PCs"]
     mean = np.asarray(train.X.mean(axis=0)).ravel()
     project = lambda a: np.asarray(a.X @ loadings - mean @ loadings, dtype=np.float32)
-    return fit.obsm["X_pca"].astype(np.float32), project(test)
+    return fit.obsm["X_pca"].astype(np.float32), project(test), {"pca_loadings": int(loadings.size)}

@@ -18,7 +18,7 @@ import torch
 
 
 def embed(train, test, params):
-    """Train SCVI on train cells' counts; embed train and test with its encoder (posterior means)."""
+    """Train SCVI on train cells' counts; embed train and test with its encoder (posterior means); count its weights."""
     for name in ("scvi", "lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     torch.set_num_threads(params["threads"])
@@ -38,4 +38,6 @@ def embed(train, test, params):
         logger=False, enable_checkpointing=False,
     )
     z_train = model.get_latent_representation(fit)
-    return np.asarray(z_train, dtype=np.float32), np.asarray(model.get_latent_representation(query), dtype=np.float32)
+    n_network = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
+    return (np.asarray(z_train, dtype=np.float32), np.asarray(model.get_latent_representation(query), dtype=np.float32),
+            {"scvi_network": int(n_network)})

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from fmextract.config import check_config
+from fmextract.methods import method_family, pseudotime_supervision
 from fmextract.splits import split_plan
 
 check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"), source="config")
@@ -23,15 +24,24 @@ SPLITS = [f"split{i:03d}" for i in range(sum(n for _, n in BLOCKS))]
 METHOD_SPLITS = [
     (m, s) for m in METHODS for s in (SPLITS if config["methods"][m].get("core", True) else SPLITS[: BLOCKS[0][1]])
 ]
+#: BH family of each method in stats.tsv, and whether its pseudotime is supervised (a readout) or unsupervised
+METHOD_FAMILIES = {m: method_family(m, spec) for m, spec in config["methods"].items()}
+PSEUDOTIME_SUPERVISION = {m: pseudotime_supervision(spec) for m, spec in config["methods"].items()}
 _C = config["compression"]
-#: compression ladder: pooled heads -> best single head -> rank-r surrogates -> hard-sparse
+#: compaction chain, in order (each rung is compared with the one before it and with pooled drift): pooled heads ->
+#: best single head -> rank-r surrogates, largest rank first -> hard-sparse (cut from the rank-`ablation_rank` surrogate)
 COMPRESSION_VARIANTS = [
     "pooled_drift",
     _C["base"],
-    *(f"{_C['base']}_rank{r}" for r in _C["ranks"]),
+    *(f"{_C['base']}_rank{r}" for r in sorted(_C["ranks"], reverse=True)),
     f"{_C['base']}_sparse",
 ]
 ABLATION_MAP = f"{_C['base']}_rank{_C['ablation_rank']}"
+SPARSE_MAP = f"{_C['base']}_sparse"
+if _C["ablation_rank"] not in _C["ranks"]:
+    raise WorkflowError(
+        f"config compression.ablation_rank = {_C['ablation_rank']} is not in compression.ranks {_C['ranks']}; add it"
+    )
 
 
 wildcard_constraints:
@@ -40,7 +50,7 @@ wildcard_constraints:
     panel="|".join(PANELS),
     method="|".join(METHODS),
     split=r"split\d{3}",
-    feature=r"pooled_drift|untrained_pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse",
+    feature=r"raw|pooled_drift|untrained_pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse",
     model="trained|untrained",
     mode="anchor|cell",
 
@@ -101,13 +111,18 @@ def raw_panel(wildcards):
 
 
 def feature_map_inputs(wildcards):
-    """Operators (+ the head screen) for head maps; the base map for its rank-r and sparse surrogates.
+    """Operators (+ the head screen) for head maps; the base map for its rank-r surrogates, the rank-`ablation_rank`
+    surrogate for the hard-sparse one; the gene panel for `raw` (the identity map of the adaptor_raw control).
 
     `untrained_pooled_drift` is the pooled-drift map of the untrained model's operators.
     """
+    if wildcards.feature == "raw":
+        return {"genes": "results/data/gene_panel.txt"}
     if wildcards.feature == "untrained_pooled_drift":
         return {"operators": "results/operators/untrained/operators.npz"}
     base, _, surrogate = wildcards.feature.partition("_")
+    if surrogate == "sparse" and base.startswith("top"):
+        return {"base": f"results/operators/{base}_rank{config['compression']['ablation_rank']}.npz"}
     if surrogate and base.startswith("top"):
         return {"base": f"results/operators/{base}.npz"}
     inputs = {"operators": "results/operators/trained/operators.npz"}
@@ -162,6 +177,8 @@ def final_outputs():
         "results/tables/compression.tsv",
         "results/tables/factor_ablation.tsv",
         "results/tables/factor_programs.tsv",
+        "results/tables/paper_comparison.tsv",
+        "results/summary.md",
         "results/figures/manifold.png",
         "results/head/fmextract_head.npz",
         *(["results/head/immune_applied.h5ad"] if "immune" in config["panels"] else []),

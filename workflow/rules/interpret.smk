@@ -1,4 +1,6 @@
-# Compression (best head -> rank-r surrogates -> hard-sparse) and leave-one-factor-out ablation, per split.
+# The compaction chain (pooled drift -> best head -> rank-r surrogates -> hard-sparse; every rung with its own
+# cell-trained adaptor and per-split readouts) and the factor ablation of the rank-r surrogate (leave-one-out, then
+# core sufficiency and every subset of the core, with probes fixed; leave-one-out of the hard-sparse surrogate).
 
 
 rule compression_split:
@@ -32,6 +34,8 @@ rule factor_ablation_split:
     input:
         feature_map=f"results/operators/{ABLATION_MAP}.npz",
         adaptor=f"results/adaptor/{ABLATION_MAP}_cell.npz",
+        sparse_map=f"results/operators/{SPARSE_MAP}.npz",
+        sparse_adaptor=f"results/adaptor/{SPARSE_MAP}_cell.npz",
         h5ad="results/data/benchmark.h5ad",
         splits="results/splits/splits.tsv",
     output:
@@ -47,9 +51,39 @@ rule factor_ablation_split:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
     params:
+        surrogates=[ABLATION_MAP, SPARSE_MAP],
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
+        seed=SEED,
+    script:
+        "../scripts/interpret.py"
+
+
+rule factor_core_split:
+    input:
+        per_split=expand("results/factors/{split}.tsv", split=SPLITS),
+        feature_map=f"results/operators/{ABLATION_MAP}.npz",
+        adaptor=f"results/adaptor/{ABLATION_MAP}_cell.npz",
+        h5ad="results/data/benchmark.h5ad",
+        splits="results/splits/splits.tsv",
+    output:
+        "results/factors/core/{split}.tsv",
+    log:
+        "results/logs/factors/core/{split}.log",
+    benchmark:
+        "results/benchmarks/factors/core/{split}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=30,
+    params:
+        surrogate=ABLATION_MAP,
         endpoints=config["compression"]["ablation_endpoints"],
+        n_core=config["compression"]["n_top_factors"],
+        subtypes=config["endpoints"]["subtypes"],
+        max_train_cells=config["splits"]["max_train_cells"],
         seed=SEED,
     script:
         "../scripts/interpret.py"
@@ -73,6 +107,7 @@ rule compression_table:
         runtime=10,
     params:
         variants=COMPRESSION_VARIANTS,
+        margin=config["compression"]["noninferiority_margin"],
     script:
         "../scripts/interpret.py"
 
@@ -80,6 +115,7 @@ rule compression_table:
 rule factor_table:
     input:
         per_split=expand("results/factors/{split}.tsv", split=SPLITS),
+        subsets=expand("results/factors/core/{split}.tsv", split=SPLITS),
         feature_map=f"results/operators/{ABLATION_MAP}.npz",
         programs=config["data"]["marker_programs"],
     output:
@@ -96,6 +132,8 @@ rule factor_table:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=10,
     params:
+        surrogates=[ABLATION_MAP, SPARSE_MAP],
+        endpoints=config["compression"]["ablation_endpoints"],
         n_top_factors=config["compression"]["n_top_factors"],
         n_top_genes=config["compression"]["n_top_genes"],
     script:

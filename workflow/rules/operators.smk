@@ -71,7 +71,8 @@ rule feature_map:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=10,
     params:
-        sparse_density=config["compression"]["sparse_density"],
+        sparse_factors=config["compression"]["sparse_factors"],
+        sparse_genes=config["compression"]["sparse_genes"],
     script:
         "../scripts/operators.py"
 

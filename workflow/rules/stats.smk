@@ -1,5 +1,6 @@
-# Collect per-split metrics, runtimes and parameter counts; paired Wilcoxon + BH against the reference method, over
-# splits and over unique test donors (clustered bootstrap CI, per-donor Wilcoxon, leave-one-donor-out).
+# Collect per-split metrics, runtimes and parameter counts; paired Wilcoxon + BH (within the paper's family, controls,
+# extracted variants) against the reference method, over splits and over unique test donors (clustered bootstrap CI,
+# per-donor Wilcoxon, leave-one-donor-out).
 
 
 rule collect:
@@ -47,6 +48,8 @@ rule stats:
     params:
         reference=config["stats"]["reference"],
         n_boot=config["stats"].get("n_bootstrap", 2000),
+        families=METHOD_FAMILIES,
+        pseudotime=PSEUDOTIME_SUPERVISION,
         seed=SEED,
     script:
         "../scripts/stats.py"

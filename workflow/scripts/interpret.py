@@ -1,10 +1,9 @@
-"""Rules compression_split, factor_ablation_split, compression_table, factor_table."""
+"""Rules compression_split, factor_ablation_split, factor_core_split, compression_table, factor_table."""
 
 import logging
 import os
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from fmextract import logs
@@ -24,6 +23,20 @@ def split_data():
                        max_train_cells=snakemake.params.max_train_cells, seed=snakemake.params.seed)
 
 
+def fixed_probe_scorer(map_path, adaptor_path, train, test, truth):
+    """(map, score): score(m) = endpoints of map m through the map's adaptor and readouts fitted once on the full map."""
+    from fmextract.adaptor import Adaptor
+    from fmextract.features import FeatureMap
+    from fmextract.metrics import endpoint_metrics
+    from fmextract.readouts import fit_readouts
+
+    fmap, adaptor = FeatureMap.load(map_path), Adaptor.load(adaptor_path)
+    subtypes, seed = snakemake.params.subtypes, snakemake.params.seed
+    embed = lambda m, a: adaptor.transform(m.transform(a[:, m.genes].X))
+    readouts = fit_readouts(embed(fmap, train), train.obs, subtypes=subtypes, seed=seed)  # held fixed below
+    return fmap, lambda m: endpoint_metrics(truth, readouts.predict(embed(m, test)), subtypes=subtypes, donor_key="donor")
+
+
 if rule == "compression_split":
     from fmextract.adaptor import Adaptor
     from fmextract.features import FeatureMap
@@ -32,73 +45,78 @@ if rule == "compression_split":
     train, test, truth = split_data()
     rows = []
     for variant, map_path, adaptor_path in zip(snakemake.params.variants, snakemake.input.maps, snakemake.input.adaptors):
-        fmap, adaptor = FeatureMap.load(map_path), Adaptor.load(adaptor_path)
+        fmap, adaptor = FeatureMap.load(map_path), Adaptor.load(adaptor_path)  # each rung: its own adaptor ...
         z = {f"Z_{name}": adaptor.transform(fmap.transform(a[:, fmap.genes].X)) for name, a in (("train", train), ("test", test))}
         values, _ = evaluate("embedding", z, train, truth, subtypes=snakemake.params.subtypes, seed=snakemake.params.seed)
         rows += [{"split": snakemake.wildcards.split, "variant": variant, "endpoint": k, "value": v} for k, v in values.items()]
-    write_tsv(pd.DataFrame(rows), snakemake.output[0])
+    write_tsv(pd.DataFrame(rows), snakemake.output[0])  # ... and its own readouts, fitted on this split (evaluate)
 
 elif rule == "factor_ablation_split":
-    from fmextract.adaptor import Adaptor
-    from fmextract.features import FeatureMap, without_factor
-    from fmextract.metrics import endpoint_metrics
-    from fmextract.readouts import fit_readouts
+    from fmextract.interpret import leave_one_out
 
     train, test, truth = split_data()
-    fmap, adaptor = FeatureMap.load(snakemake.input.feature_map), Adaptor.load(snakemake.input.adaptor)
-    subtypes, seed = snakemake.params.subtypes, snakemake.params.seed
-    embed = lambda m, a: adaptor.transform(m.transform(a[:, m.genes].X))
-    readouts = fit_readouts(embed(fmap, train), train.obs, subtypes=subtypes, seed=seed)  # held fixed below
-    score = lambda m: endpoint_metrics(truth, readouts.predict(embed(m, test)), subtypes=subtypes, donor_key="donor")
-    full = score(fmap)
-    rows = []
-    for k in range(fmap.left.shape[1]):
-        ablated = score(without_factor(fmap, k))
-        for endpoint in snakemake.params.endpoints:
-            if endpoint in full:
-                rows.append({"split": snakemake.wildcards.split, "factor": k, "endpoint": endpoint, "full": full[endpoint],
-                             "ablated": ablated.get(endpoint, np.nan)})
-    table = pd.DataFrame(rows)
-    table["drop"] = table["full"] - table["ablated"]
-    write_tsv(table, snakemake.output[0])
+    tables = []
+    for surrogate, map_path, adaptor_path in (
+        (snakemake.params.surrogates[0], snakemake.input.feature_map, snakemake.input.adaptor),
+        (snakemake.params.surrogates[1], snakemake.input.sparse_map, snakemake.input.sparse_adaptor),
+    ):
+        fmap, score = fixed_probe_scorer(map_path, adaptor_path, train, test, truth)
+        tables.append(leave_one_out(fmap, score).assign(split=snakemake.wildcards.split, surrogate=surrogate))
+        log.info("%s: %d factors left out in turn", surrogate, fmap.n_factors)
+    write_tsv(pd.concat(tables, ignore_index=True), snakemake.output[0])
+
+elif rule == "factor_core_split":
+    from fmextract.interpret import core_factors, subset_scores
+
+    loo = pd.concat([read_tsv(p) for p in snakemake.input.per_split], ignore_index=True)
+    core = core_factors(loo[loo["surrogate"] == snakemake.params.surrogate], snakemake.params.endpoints,
+                        snakemake.params.n_core)
+    log.info("core factors (top %d by leave-one-out impact over all splits): %s", len(core), core)
+    train, test, truth = split_data()
+    fmap, score = fixed_probe_scorer(snakemake.input.feature_map, snakemake.input.adaptor, train, test, truth)
+    write_tsv(subset_scores(fmap, score, core).assign(split=snakemake.wildcards.split), snakemake.output[0])
 
 elif rule == "compression_table":
-    from fmextract.stats import paired_tests
+    from fmextract.compaction import COLUMNS, chain_table
+    from fmextract.features import FeatureMap
+    from fmextract.metrics import EIGHT_ENDPOINTS
 
     per_split = pd.concat([read_tsv(p) for p in snakemake.input.per_split], ignore_index=True)
-    sizes = {v: os.path.getsize(p) / 1e6 for v, p in zip(snakemake.params.variants, snakemake.input.maps)}
-    full = snakemake.params.variants[0]
-    tests = paired_tests(per_split.rename(columns={"variant": "method"}), reference=full)
-    summary = per_split.groupby(["variant", "endpoint"], as_index=False)["value"].agg(mean="mean", sd="std", n="count")
-    summary = summary.merge(tests[["method", "endpoint", "median_diff", "p_value", "q_value"]].rename(columns={"method": "variant"}),
-                            on=["variant", "endpoint"], how="left")
-    summary["size_mb"] = summary["variant"].map(sizes)
-    summary["rank"] = summary["variant"].str.extract(r"rank(\d+)$")[0].astype(float)
-    summary["reference"] = full
-    order = {v: i for i, v in enumerate(snakemake.params.variants)}
-    summary = summary.sort_values(["endpoint", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c, kind="stable")
-    cols = ["variant", "rank", "size_mb", "endpoint", "mean", "sd", "n", "reference", "median_diff", "p_value", "q_value"]
-    log.info("operator sizes (MB): %s", sizes)
-    write_tsv(summary[cols], snakemake.output[0])
+    table = chain_table(per_split, snakemake.params.variants, margin=snakemake.params.margin,
+                        loss_endpoints=list(EIGHT_ENDPOINTS))
+    sizes = {}
+    for variant, path in zip(snakemake.params.variants, snakemake.input.maps):
+        n_weights = FeatureMap.load(path).n_weights
+        sizes[variant] = {"size_mb": os.path.getsize(path) / 1e6, "n_weights": n_weights, "float32_bytes": 4 * n_weights}
+    table = table.join(pd.DataFrame(sizes).T.astype({"n_weights": int, "float32_bytes": int}), on="variant")
+    per_rung = table.drop_duplicates("variant").set_index("variant")
+    log.info("compaction chain (size MB on disk, float32 bytes, losses of 8 vs previous / vs pooled, non-inferior):\n%s",
+             per_rung[["size_mb", "float32_bytes", "losses_vs_previous", "losses_vs_pooled",
+                       "noninferior_endpoints"]].to_string())
+    write_tsv(table[COLUMNS], snakemake.output[0])
 
 elif rule == "factor_table":
     from fmextract.features import FeatureMap
-    from fmextract.interpret import factor_top_genes, impact_shares, program_enrichment
+    from fmextract.interpret import ablation_table, factor_top_genes, program_enrichment
     from fmextract.stages import load_marker_programs
     from fmextract.stats import bh_q_values
 
     per_split = pd.concat([read_tsv(p) for p in snakemake.input.per_split], ignore_index=True)
-    impact = per_split.groupby("factor")["drop"].mean()
-    table = impact_shares(impact)
-    n_top = snakemake.params.n_top_factors
-    log.info("top %d factors explain %.1f%% of the ablation impact", n_top, 100 * table["cumulative_share"].iloc[n_top - 1])
+    subsets = pd.concat([read_tsv(p) for p in snakemake.input.subsets], ignore_index=True)
+    surrogate, sparse = snakemake.params.surrogates
+    table = ablation_table(per_split[per_split["surrogate"] == surrogate], per_split[per_split["surrogate"] == sparse],
+                           subsets, endpoints=snakemake.params.endpoints, n_core=snakemake.params.n_top_factors,
+                           surrogate=surrogate, sparse_surrogate=sparse)
+    shares = table[table["analysis"] == "core_share"]
+    log.info("core share of the ablation impact:\n%s", shares[["surrogate", "factors", "n_factors", "value"]].to_string())
     fmap = FeatureMap.load(snakemake.input.feature_map)
     programs = load_marker_programs(snakemake.input.programs)
+    ranked = table[table["analysis"] == "leave_one_out"].drop_duplicates("factors").sort_values("rank")
     enrich = []
-    for row in table.head(n_top).itertuples():
-        top = factor_top_genes(fmap, int(row.factor), snakemake.params.n_top_genes)
+    for row in ranked.head(snakemake.params.n_top_factors).itertuples():
+        top = factor_top_genes(fmap, int(row.factors), snakemake.params.n_top_genes)
         e = program_enrichment(top, fmap.genes, programs)
-        e.insert(0, "factor", int(row.factor))
+        e.insert(0, "factor", int(row.factors))
         e.insert(1, "factor_rank", int(row.rank))
         e["top_genes"] = ",".join(top)
         enrich.append(e)

@@ -35,14 +35,16 @@ try:
     fit_seconds = time.perf_counter() - start
     checked = methods.check_output(spec["kind"], out, train, test, method)
     values, n_params = methods.evaluate(spec["kind"], checked, train, truth, subtypes=snakemake.params.subtypes, seed=seed)
+    once = module.fitted_once(params) if callable(getattr(module, "fitted_once", None)) else {}
+    parameters = methods.parameter_rows(spec["kind"], checked, n_params, once)
 except Exception as exc:  # a method failing on one split must not cost the campaign: recorded, pairs dropped later
     if snakemake.params.fail_fast:
         raise
     log.exception("%s failed on %s; recorded as failed (config methods_fail_fast: true stops the run instead)", method, split)
-    values, n_params, fit_seconds = {}, {}, time.perf_counter() - start
+    values, parameters, fit_seconds = {}, [], time.perf_counter() - start
     info["error"] = f"{type(exc).__name__}: {exc}"[:500]
 table = metrics_table([{"split": split, "method": method, "endpoint": k, "value": v} for k, v in values.items()])
 log.info("\n%s", table.to_string(index=False))
 write_tsv(table, snakemake.output.metrics)
 write_json({**info, "status": "failed" if "error" in info else "ok", "method_seconds": round(fit_seconds, 3),
-            "readout_parameters": n_params}, snakemake.output.info)
+            "parameters": parameters}, snakemake.output.info)

@@ -80,19 +80,22 @@ elif rule == "head_screen":
     write_tsv(table, snakemake.output[0])
 
 elif rule == "feature_map":
-    from fmextract.features import FeatureMap, head_map, low_rank_map, pooled_drift_map, sparse_map
+    from fmextract.features import FeatureMap, hard_sparse_map, head_map, identity_map, low_rank_map, pooled_drift_map
     from fmextract.operators import load_operators
     from fmextract.screen import top_heads
 
     feature = snakemake.wildcards.feature
     base, _, surrogate = feature.partition("_")
-    if feature in ("pooled_drift", "untrained_pooled_drift"):
+    if feature == "raw":
+        fmap = identity_map(read_lines(snakemake.input.genes))
+    elif feature in ("pooled_drift", "untrained_pooled_drift"):
         ops = load_operators(snakemake.input.operators)
         fmap = pooled_drift_map(ops.operators, ops.genes)
     elif surrogate.startswith("rank"):
         fmap = low_rank_map(FeatureMap.load(snakemake.input.base), int(surrogate.removeprefix("rank")))
     elif surrogate == "sparse":
-        fmap = sparse_map(FeatureMap.load(snakemake.input.base), snakemake.params.sparse_density)
+        fmap = hard_sparse_map(FeatureMap.load(snakemake.input.base), n_factors=snakemake.params.sparse_factors,
+                               n_genes=snakemake.params.sparse_genes)
     else:
         ops = load_operators(snakemake.input.operators)
         heads, weights = top_heads(read_tsv(snakemake.input.screen), int(base.removeprefix("top")))
@@ -101,7 +104,7 @@ elif rule == "feature_map":
     fmap.save(snakemake.output[0])
 
 elif rule == "adaptor":
-    from fmextract.adaptor import balanced_sample, fit_adaptor
+    from fmextract.adaptor import balanced_sample, cell_adaptor_kwargs, fit_adaptor
     from fmextract.features import FeatureMap
 
     cfg = snakemake.params.adaptor
@@ -109,8 +112,10 @@ elif rule == "adaptor":
     mode = snakemake.wildcards.mode
     if mode == "anchor":
         profiles, meta, ruler = reference_anchors(fmap.genes)
-        F, gamma = fmap.transform(profiles), 0.0
-    else:
+        F = fmap.transform(profiles)
+        kw = dict(d_latent=cfg["d_latent"], alpha=cfg["alpha"], beta=cfg["beta"], epochs=cfg["epochs"], lr=cfg["lr"],
+                  batch_size=cfg["batch_size"])
+    else:  # the paper's cell-trained recipe: stage-balanced reference cells, four-term loss
         ref = reference_cells(fmap.genes)
         ref = ref[ref.obs["stage"].notna().to_numpy()]  # stage-trained: cells with a coarse label (no stage) sit out
         if ref.obs["stage"].nunique() < 2:
@@ -119,11 +124,10 @@ elif rule == "adaptor":
                              "reserve other reference donors (panel.n_reference_donors) or check the stage table")
         pos = balanced_sample(ref.obs["stage"], per_label=cfg["cell_per_stage"], seed=snakemake.params.seed)
         meta = ref.obs.iloc[pos][["donor", "tissue", "stage", "branch", "depth"]].reset_index()
-        F, gamma, ruler = fmap.transform(ref.X[pos]), cfg["cell_gamma"], load_ruler()
-    adaptor = fit_adaptor(
-        F, meta["stage"], ruler, d_latent=cfg["d_latent"], alpha=cfg["alpha"], beta=cfg["beta"], gamma=gamma,
-        epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], seed=snakemake.params.seed,
-    )
+        F, ruler, kw = fmap.transform(ref.X[pos]), load_ruler(), cell_adaptor_kwargs(cfg)
+        log.info("cell-trained adaptor: %d stage-balanced cells (<= %d per stage, %d stages); %s", len(pos),
+                 cfg["cell_per_stage"], meta["stage"].nunique(), kw)
+    adaptor = fit_adaptor(F, meta["stage"], ruler, **kw, seed=snakemake.params.seed)
     log.info("%s-trained adaptor on %d rows x %d features; loss %.4f -> %.4f", mode, *F.shape, adaptor.history[0],
              adaptor.history[-1])
     adaptor.save(snakemake.output.adaptor)

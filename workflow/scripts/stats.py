@@ -27,10 +27,13 @@ if rule == "collect":
                         "seconds": bench["s"],
                         "method_seconds": info["method_seconds"], "max_rss_mb": bench["max_rss"],
                         "n_train": info["n_train"], "n_test": info["n_test"]})
-        for readout, n in info["readout_parameters"].items():
-            params.append({"method": info["method"], "split": info["split"], "component": readout, "n_parameters": n})
-    params = pd.DataFrame(params, columns=["method", "split", "component", "n_parameters"])
-    params = params.groupby(["method", "component"], as_index=False)["n_parameters"].median()
+        params += [{"method": info["method"], "split": info["split"], **row} for row in info["parameters"]]
+    keys = ["method", "role", "fitted", "component"]
+    params = pd.DataFrame(params, columns=["split", *keys, "n_parameters"])
+    params = params.groupby(keys, as_index=False)["n_parameters"].median()  # per-split counts vary with the classes
+    role_order = {"adaptor": 0, "embedding": 1, "readout": 2}
+    params = params.sort_values(["method", "role", "component"], key=lambda c: c.map(role_order) if c.name == "role" else c,
+                                kind="stable")
     log.info("%d metric rows from %d jobs", len(metrics), len(snakemake.input.metrics))
     write_tsv(metrics.sort_values(["split", "method", "endpoint"], kind="stable"), snakemake.output.metrics)
     write_tsv(pd.DataFrame(runtime).sort_values(["method", "split"], kind="stable"), snakemake.output.runtime)
@@ -40,18 +43,25 @@ elif rule == "stats":
     from fmextract.stats import donor_level_tests, paired_tests, summary_table
 
     metrics = read_tsv(snakemake.input.metrics)
-    table = paired_tests(metrics, reference=snakemake.params.reference)
+    families, supervision = snakemake.params.families, snakemake.params.pseudotime
+    pseudotime_of = lambda frame: frame["method"].map(supervision).where(frame["endpoint"].str.startswith("pseudotime"))
+    table = paired_tests(metrics, reference=snakemake.params.reference, families=families)
+    table.insert(table.columns.get_loc("family") + 1, "pseudotime", pseudotime_of(table))
     dropped = table[table["n_dropped"] > 0] if "n_dropped" in table else table.iloc[:0]
     for row in dropped.itertuples():
         log.warning("%s vs %s on %s: %d split(s) without a pair dropped", row.method, row.reference, row.endpoint, row.n_dropped)
     write_tsv(table, snakemake.output.stats)
     donor = donor_level_tests(metrics, read_tsv(snakemake.input.splits), reference=snakemake.params.reference,
-                              n_boot=snakemake.params.n_boot, seed=snakemake.params.seed)
+                              n_boot=snakemake.params.n_boot, seed=snakemake.params.seed, families=families)
+    log.info("per BH family, comparisons with q < 0.05 over splits: %s", table.groupby("family")["q_value"].apply(
+        lambda q: f"{(q < 0.05).sum()} of {len(q)}").to_dict())
     log.info("%d comparisons with q < 0.05 over splits, %d over unique test donors (of %d; at most %d donors, "
              "%d bootstrap resamples)", (table["q_value"] < 0.05).sum(), (donor["q_value"] < 0.05).sum(), len(donor),
              donor["n_donors"].max() if len(donor) else 0, snakemake.params.n_boot)
     write_tsv(donor, snakemake.output.donor)
     summary = summary_table(metrics)
+    summary["family"] = summary["method"].map(families).where(summary["method"] != snakemake.params.reference, "reference")
+    summary["pseudotime"] = pseudotime_of(summary)  # supervised readouts vs unsupervised DPT/Palantir: apart
     runtime = read_tsv(snakemake.input.runtime).groupby("method")["seconds"].sum()
     log.info("campaign seconds per method:\n%s", runtime.to_string())
     write_tsv(summary, snakemake.output.summary)
