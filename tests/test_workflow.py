@@ -276,7 +276,7 @@ def test_a_method_failing_on_every_split_fails_the_run(run, tmp_path):
     proc = snakemake(work, check=False)
     assert proc.returncode != 0
     line = ("fmextract: method broken failed on every split (3 of 3): InputError: method broken: embed() must return "
-            "(Z_train, Z_test); log: results/logs/methods/broken/split000.log")
+            "(Z_train, Z_test) or (Z_train, Z_test, n_parameters); log: results/logs/methods/broken/split000.log")
     out = (proc.stdout + proc.stderr).splitlines()
     end = max(i for i, x in enumerate(out) if x.startswith("Exiting because a job execution failed"))
     assert line in out[end:], "\n".join(out[-40:])  # the end-of-run summary (onerror) repeats it last
