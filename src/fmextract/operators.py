@@ -120,10 +120,10 @@ def _weights_operators(model: ScGPT, genes: Sequence[str], definition: str, per_
     """Stack per_layer(E, self_attn, H, dh) -> [H, G, G] over layers into an Operators record."""
     E, H, dh, G = _gene_space(model, genes)
     model.eval()
-    with torch.no_grad():
-        ops = torch.stack([per_layer(E, layer.self_attn, H, dh) for layer in model.transformer_encoder.layers])
+    with torch.no_grad():  # float64 maths per layer, float32 storage (the whole stack is never held in float64)
+        ops = torch.stack([per_layer(E, layer.self_attn, H, dh).float() for layer in model.transformer_encoder.layers])
     return Operators(
-        operators=ops.float().cpu().numpy(), genes=[str(g) for g in genes], definition=definition,
+        operators=ops.cpu().numpy(), genes=[str(g) for g in genes], definition=definition,
         checkpoint_sha256=model.checkpoint_sha256,
         meta={"tokens": "panel gene embeddings as the encoder emits them (embedding + LayerNorm); no data",
               "scale": "1/sqrt(d_head)" if definition == "qk_weights" else "1/d_model"},
