@@ -6,7 +6,6 @@ manifold, and the per-gate separation of real panels from controls."""
 import logging
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from fmextract import communication, data, logs, stages, validation
