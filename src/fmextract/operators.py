@@ -57,7 +57,8 @@ def export_operators(
     layer's attention plus a float64 accumulator of L x H x G x G, whatever n_context is.
     """
     if definition not in CAPTURES:
-        raise InputError(f"operators definition={definition!r} is not one of {CAPTURES}; fix config operators.definition")
+        raise InputError(f"operators definition={definition!r} is not a forward-pass definition {CAPTURES}; weights-only "
+                         f"definitions {WEIGHT_DEFINITIONS} are read by weights_operators; fix config operators.definition")
     if n_context < 1 or batch_size < 1:
         raise InputError(f"n_context={n_context} and batch_size={batch_size} must be >= 1")
     genes = [str(g) for g in genes]
