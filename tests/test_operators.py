@@ -102,3 +102,70 @@ def test_save_load_roundtrip_and_corrupt_file(model, adata, tmp_path):
         load_operators(path)
     with pytest.raises(InputError, match="not found"):
         load_operators(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------------------------------------------ weights-only
+def _layer_norm(x, weight, bias, eps=1e-5):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * weight + bias
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory):
+    """The test model saved in scGPT's layout (flash-era keys) and loaded back, with its folder."""
+    from fmextract.scgpt import load_scgpt, save_scgpt
+
+    m, vocab, args = build_demo_model(GENES, d_model=16, nhead=2, d_hid=16, nlayers=3, seed=4)
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_scgpt(m, folder, vocab=vocab, args=args, flash_keys=True)
+    return load_scgpt(folder), folder
+
+
+@pytest.mark.parametrize("definition", ["qk_weights", "ov_weights"])
+def test_weights_only_head_recomputed_by_hand_from_the_checkpoint_tensors(saved_checkpoint, definition):
+    """One head, by hand in numpy from best_model.pt's tensors (not our module), equals the exported operator."""
+    from fmextract.operators import weights_operators
+
+    model, folder = saved_checkpoint
+    ops = weights_operators(model, PANEL, definition)
+    assert ops.operators.shape == (3, 2, 8, 8) and ops.definition == definition
+    state = {k: v.double().numpy() for k, v in torch.load(folder / "best_model.pt", weights_only=True).items()}
+    vocab = {g: i for i, g in enumerate(GENES)}
+    E = _layer_norm(state["encoder.embedding.weight"][[vocab[g] for g in PANEL]], state["encoder.enc_norm.weight"],
+                    state["encoder.enc_norm.bias"])
+    layer, head, d, dh = 1, 1, 16, 8
+    w = state[f"transformer_encoder.layers.{layer}.self_attn.Wqkv.weight"]  # flash-era name, [3d, d]
+    b = state[f"transformer_encoder.layers.{layer}.self_attn.Wqkv.bias"]
+    cols = slice(head * dh, (head + 1) * dh)
+    W_Q, W_K, W_V = (w[i * d : (i + 1) * d][cols].T for i in range(3))  # d x d_head
+    b_Q, b_K = b[:d][cols], b[d : 2 * d][cols]
+    if definition == "qk_weights":
+        s = (E @ W_Q + b_Q) @ (E @ W_K + b_K).T / np.sqrt(dh)
+        expected = np.exp(s - s.max(1, keepdims=True))
+        expected /= expected.sum(1, keepdims=True)
+        assert np.allclose(ops.operators.sum(-1), 1, atol=1e-5)
+    else:
+        W_O = state[f"transformer_encoder.layers.{layer}.self_attn.out_proj.weight"][:, cols].T  # d_head x d
+        expected = (E @ W_V @ W_O) @ E.T / d
+    np.testing.assert_allclose(ops.operators[layer, head], expected, atol=1e-5)
+    assert not np.allclose(ops.operators[layer, 0], expected, atol=1e-3)  # another head differs
+
+
+def test_weights_only_needs_no_data_and_records_the_checkpoint_hash(saved_checkpoint, tmp_path):
+    from fmextract.operators import DEFINITIONS, qk_weights, weights_operators
+
+    model, folder = saved_checkpoint
+    assert set(DEFINITIONS) == {"attention_prob", "qk_raw", "qk_weights", "ov_weights"}
+    ops = qk_weights(model, PANEL)
+    assert len(ops.checkpoint_sha256) == 64 and ops.checkpoint_sha256 == model.checkpoint_sha256
+    save_operators(ops, tmp_path / "qk.npz")
+    back = load_operators(tmp_path / "qk.npz")
+    assert back.checkpoint_sha256 == ops.checkpoint_sha256 and back.definition == "qk_weights"
+    # a gene order permutation permutes the operator (genes are tokens, nothing else enters)
+    order = PANEL[::-1]
+    flipped = qk_weights(model, order).operators
+    np.testing.assert_allclose(flipped, ops.operators[:, :, ::-1, ::-1], atol=1e-6)
+    with pytest.raises(InputError, match="not in the model vocabulary"):
+        qk_weights(model, ["GENE1", "NOPE"])
+    with pytest.raises(InputError, match="weights-only"):
+        weights_operators(model, PANEL, "attention_prob")

@@ -1,11 +1,14 @@
-"""Manifold measures: ruler Spearman (with the cross-group restriction) and trustworthiness."""
+"""Manifold validation: ruler Spearman, trustworthiness, permutation nulls, internal vs external protocols, the
+calibration of the external null, the controls and the per-gate separation table."""
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fmextract.validation import angular_distances, ruler_spearman, trustworthiness
 
+torch.set_num_threads(1)  # tiny adaptors: threads only add contention
 STAGES = list("abcd")
 RULER = pd.DataFrame([[abs(i - j) for j in range(4)] for i in range(4)], index=STAGES, columns=STAGES)
 
@@ -59,20 +62,88 @@ def toy_anchors(seed=0, donors=4, noise=0.2):
 KW = dict(d_latent=3, alpha=0.1, beta=1 / np.pi, epochs=40, lr=0.02, batch_size=64, seed=0)
 
 
-def test_manifold_metrics_pass_on_structure_and_fail_on_shuffled_genes():
-    from fmextract.validation import gate_table, manifold_metrics, shuffle_gene_panel
+GATES = {"trustworthiness": 0.8, "spearman": 0.2, "p_value": 0.01}
 
-    F, meta = toy_anchors()
-    good = manifold_metrics(F, meta, RULER, adaptor_kw=KW, n_permutations=200, dims=[2], seed=0)
-    gates = {"trustworthiness": 0.8, "spearman": 0.2, "p_value": 0.01}
-    table = gate_table(good, "reference", gates)
-    assert table.dropna(subset=["threshold"])["passed"].all(), table
-    bad = manifold_metrics(shuffle_gene_panel(F, seed=1), meta, RULER, adaptor_kw=KW, n_permutations=200, dims=[2], seed=0)
-    assert bad["spearman_donor_holdout"] < good["spearman_donor_holdout"] - 0.3
-    assert bad["spearman_donor_holdout"] < 0.2
-    verdict = lambda t: t.set_index("metric").loc["all_gates", "passed"]
-    assert verdict(table) and not verdict(gate_table(bad, "negative_control", gates))
-    assert "intrinsic_dimension_twonn" in good and table["passed"].isna().sum() == 4
+
+def verdict(table):
+    return bool(table.set_index("metric").loc["all_gates", "passed"])
+
+
+def split(F, meta, reference=("d0", "d1")):
+    """(reference anchors, external anchors): the adaptor's donors and the donors it never sees."""
+    ref = meta["donor"].isin(reference).to_numpy()
+    return (F[ref], meta[ref].reset_index(drop=True)), (F[~ref], meta[~ref].reset_index(drop=True))
+
+
+def test_internal_and_external_pass_on_structure_and_fail_on_shuffled_genes():
+    from fmextract.adaptor import fit_adaptor
+    from fmextract.validation import external_metrics, gate_table, internal_metrics, shuffle_gene_panel
+
+    F, meta = toy_anchors(donors=5)
+    (F_ref, M_ref), (F_ext, M_ext) = split(F, meta)
+    frozen = fit_adaptor(F_ref, M_ref["stage"], RULER, **KW)
+    internal = internal_metrics(F_ref, M_ref, RULER, adaptor=frozen, adaptor_kw=KW, n_permutations=200, dims=[2], seed=0)
+    table = gate_table(internal, "internal", GATES)
+    assert verdict(table) and "intrinsic_dimension_twonn" in internal and "spearman_donor_holdout_d2" in internal
+    external = external_metrics(F_ext, M_ext, RULER, adaptor=frozen, n_permutations=200, seed=0)
+    assert verdict(gate_table(external, "external", GATES)) and external["n_donors"] == 3
+    assert "residualised_spearman" in external and not any(k.endswith("_d2") for k in external)
+    S_ref, S_ext = shuffle_gene_panel(F_ref, seed=1), shuffle_gene_panel(F_ext, seed=2)
+    bad = external_metrics(S_ext, M_ext, RULER, adaptor=fit_adaptor(S_ref, M_ref["stage"], RULER, **KW),
+                           n_permutations=200, seed=0)
+    assert bad["spearman_donor_holdout"] < 0.2 and not verdict(gate_table(bad, "control_shuffled_genes", GATES))
+
+
+def test_external_permutation_p_is_calibrated_on_pure_noise():
+    """Calibration: features of pure noise, the shapes of a real panel (more features than anchors), through the
+    external protocol (adaptor fitted on reference anchors, frozen, permutation on the other donors' anchors): p is
+    not significant. The internal protocol's in-sample p on the same noise is what made the old null circular."""
+    from fmextract.adaptor import fit_adaptor
+    from fmextract.validation import blocked_permutation_test, external_metrics
+
+    _, meta = toy_anchors(donors=6)
+    kw = {**KW, "d_latent": 10, "epochs": 200}
+    external_p, internal_p = [], []
+    for seed in range(10):
+        noise = np.random.default_rng(seed).normal(size=(len(meta), 400))
+        (F_ref, M_ref), (F_ext, M_ext) = split(noise, meta, reference=("d0", "d1", "d2"))
+        adaptor = fit_adaptor(F_ref, M_ref["stage"], RULER, **{**kw, "seed": seed})
+        external_p.append(external_metrics(F_ext, M_ext, RULER, adaptor=adaptor, n_permutations=200,
+                                           seed=seed)["blocked_permutation_p"])
+        blocks = M_ref["donor"] + "|" + M_ref["tissue"]
+        internal_p.append(blocked_permutation_test(adaptor.transform(F_ref), M_ref["stage"], blocks, RULER,
+                                                   n_permutations=200, seed=seed)[1])
+    assert min(external_p) > 0.001 and np.mean(np.array(external_p) <= 0.05) <= 0.2 and np.mean(external_p) > 0.3
+    assert max(internal_p) <= 0.01  # in sample, the adaptor fitted the noise to these very labels
+
+
+def test_null_ruler_and_permuted_operator_controls():
+    from fmextract.validation import permuted_operator, permuted_ruler
+
+    null = permuted_ruler(RULER, seed=0)
+    assert (null.index == RULER.index).all() and sorted(null.to_numpy().ravel()) == sorted(RULER.to_numpy().ravel())
+    assert not null.equals(RULER) and np.allclose(null, null.T) and (np.diag(null) == 0).all()
+    rng = np.random.default_rng(0)
+    A, B = rng.random((5, 5)), rng.random((5, 5))
+    M = permuted_operator(np.c_[A, B], seed=3)
+    P = np.eye(5)[np.random.default_rng(3).permutation(5)]
+    np.testing.assert_allclose(M, np.c_[P @ A @ P.T, P @ B @ P.T])
+    with pytest.raises(ValueError, match="blocks"):
+        permuted_operator(rng.random((5, 7)), seed=0)
+
+
+def test_gate_separation_table():
+    from fmextract.validation import gate_separation, gate_table
+
+    good = {"trustworthiness": 0.99, "spearman_donor_holdout": 0.5, "blocked_permutation_p": 0.001}
+    control = {"trustworthiness": 0.98, "spearman_donor_holdout": 0.05, "blocked_permutation_p": 0.4}
+    t = pd.concat([gate_table(good, "external", GATES), gate_table(control, "control_shuffled_genes", GATES),
+                   gate_table(good, "planted_model", GATES)], ignore_index=True)
+    sep = gate_separation(t).set_index("metric")
+    assert list(sep.columns[:4]) == ["threshold", "external", "control_shuffled_genes", "planted_model"]
+    assert not sep.loc["trustworthiness", "separates"] and sep.loc["trustworthiness", "controls_failed"] == "0/1"
+    assert sep.loc["spearman_donor_holdout", "separates"] and sep.loc["all_gates", "separates"]
+    assert sep.loc["all_gates", "positive_passed"]
 
 
 def test_ruler_trustworthiness_separates_ruler_order_from_shuffled_labels():

@@ -156,8 +156,8 @@ def test_untrained_control_runs_the_extracted_pipeline_on_fresh_weights(run):
 
     args = json.loads((run / "results" / "model" / "untrained" / "args.json").read_text())
     assert args["untrained"] is True and args["seed"] == 0
-    trained = load_operators(run / "results" / "operators" / "trained" / "operators.npz")
-    untrained = load_operators(run / "results" / "operators" / "untrained" / "operators.npz")
+    trained = load_operators(run / "results" / "operators" / "trained" / "attention_prob.npz")
+    untrained = load_operators(run / "results" / "operators" / "untrained" / "attention_prob.npz")
     assert trained.operators.shape == untrained.operators.shape and trained.genes == untrained.genes
     assert not np.allclose(trained.operators, untrained.operators)
     m = table(run, "metrics.tsv")
@@ -191,15 +191,44 @@ def test_config_typo_fails_fast(tmp_path):
     assert "unknown key 'n_split' under 'splits'" in proc.stdout + proc.stderr
 
 
+PANELS = {"internal", "external", "immune", "communication", "communication_control_shuffled_genes",
+          "control_null_branch", "control_mismatched_compartment", "control_shuffled_genes", "control_untrained_model",
+          "control_permuted_operator", "planted_model"}
+
+
+def test_operator_definitions_and_head_screen_tables(run):
+    from fmextract.operators import load_operators
+
+    d = table(run, "operator_definitions.tsv")
+    assert set(zip(d["model"], d["definition"])) == {(m, x) for m in ("trained", "planted")
+                                                      for x in ("attention_prob", "qk_raw", "qk_weights", "ov_weights")}
+    assert d.loc[d["configured"], "definition"].unique().tolist() == ["attention_prob"]
+    assert {"pooled_drift_residualised_spearman", "best_head", "best_head_residualised_spearman"} <= set(d.columns)
+    planted = d[d["model"] == "planted"].set_index("definition")["planted_head_rank"]
+    assert planted["qk_weights"] == 1 and planted["attention_prob"] == 1  # the planted L1H1 of 3 x 2 heads is found
+    h = table(run, "head_screen.tsv")
+    assert {"layer", "head", "name", "rank", "ruler_spearman", "residualised_spearman", "trustworthiness"} <= set(h.columns)
+    assert len(h) == 6 and sorted(h["rank"]) == list(range(1, 7))
+    ops = load_operators(run / "results" / "operators" / "trained" / "qk_weights.npz")
+    args = json.loads((run / "results" / "model" / "planted" / "args.json").read_text())
+    assert len(ops.checkpoint_sha256) == 64 and args["planted"]["layer"] == 1 and args["planted"]["head"] == 1
+
+
 def test_validation_compression_and_factor_tables(run):
     v = table(run, "manifold_validation.tsv")
     assert list(v.columns) == ["metric", "panel", "value", "threshold", "passed"]
-    assert {"reference", "negative_control_shuffled_genes", "control_untrained_model", "immune"} <= set(v["panel"])
+    assert set(v["panel"]) == PANELS
     gated = v.dropna(subset=["threshold"])
     assert {"trustworthiness", "blocked_permutation_p"} <= set(gated["metric"])
     ruler_trust = v[v["metric"] == "trustworthiness_ruler"]  # reported for every panel, not gated
-    assert set(ruler_trust["panel"]) >= {"reference", "negative_control_shuffled_genes", "immune"}
-    assert ruler_trust["threshold"].isna().all()
+    assert set(ruler_trust["panel"]) == PANELS and ruler_trust["threshold"].isna().all()
+    verdicts = v[v["metric"] == "all_gates"].set_index("panel")["passed"]
+    assert len(verdicts) == len(PANELS)
+    sep = table(run, "gate_separation.tsv")
+    assert {"metric", "threshold", "external", "control_null_branch", "separates"} <= set(sep.columns)
+    assert "all_gates" in set(sep["metric"])
+    programs = table(run, "planted_factor_programs.tsv")
+    assert {"factor", "program", "q_value"} <= set(programs.columns) and len(programs) > 0
     c = table(run, "compression.tsv")
     assert {"variant", "rank", "size_mb", "float32_bytes", "endpoint", "mean", "losses_vs_previous", "losses_vs_pooled",
             "n_loss_endpoints", "noninferiority_p", "noninferior"} <= set(c.columns) and (c["size_mb"] > 0).all()

@@ -1,9 +1,14 @@
-"""Stage 1: export per-head gene x gene attention operators from a frozen scGPT model, streamed over context cells."""
+"""Stage 1: per-head gene x gene operators of a frozen scGPT model.
+
+Two readings of a head (METHOD.md, stage 1): from forward passes over context cells (`export_operators`:
+`attention_prob`, `qk_raw`), or from the checkpoint's weights alone, no data (`qk_weights`, `ov_weights`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -21,6 +26,10 @@ from fmextract.scgpt import CAPTURES, ScGPT, binning, gene_ids_for, tokenize_all
 
 log = logging.getLogger(__name__)
 FORMAT = "fmextract-operators/1"
+#: Operator definitions read from the checkpoint's weights alone (no data, no labels).
+WEIGHT_DEFINITIONS = ("qk_weights", "ov_weights")
+#: Every operator definition: forward-pass readings (CAPTURES) first, then the weights-only ones.
+DEFINITIONS = (*CAPTURES, *WEIGHT_DEFINITIONS)
 
 
 @dataclass
@@ -48,7 +57,8 @@ def export_operators(
     layer's attention plus a float64 accumulator of L x H x G x G, whatever n_context is.
     """
     if definition not in CAPTURES:
-        raise InputError(f"operators definition={definition!r} is not one of {CAPTURES}; fix config operators.definition")
+        raise InputError(f"operators definition={definition!r} is not a forward-pass definition {CAPTURES}; weights-only "
+                         f"definitions {WEIGHT_DEFINITIONS} are read by weights_operators; fix config operators.definition")
     if n_context < 1 or batch_size < 1:
         raise InputError(f"n_context={n_context} and batch_size={batch_size} must be >= 1")
     genes = [str(g) for g in genes]
@@ -93,6 +103,75 @@ def export_operators(
         meta={"n_context": int(len(picked)), "seed": int(seed), "n_bins": model.n_bins, "pad_value": model.pad_value,
               "tokens": "<cls> + all panel genes (zeros as bin 0)", "scale": "1/sqrt(d_head)"},
     )
+
+
+def _gene_space(model: ScGPT, genes: Sequence[str]) -> tuple[torch.Tensor, int, int, int]:
+    """E: the panel genes' token embeddings as the encoder emits them (embedding + LayerNorm), float64 [G, d]."""
+    genes = [str(g) for g in genes]
+    if len(set(genes)) != len(genes):
+        raise InputError("weights-only operators: the gene panel has duplicate genes; deduplicate the panel file")
+    ids = torch.as_tensor(gene_ids_for(model.vocab, genes, what="panel genes"))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        E = model.encoder(ids.to(device)).double()
+    return E, model.nhead, model.d_model // model.nhead, len(genes)
+
+
+def _weights_operators(model: ScGPT, genes: Sequence[str], definition: str, per_layer) -> Operators:
+    """Stack per_layer(E, self_attn, H, dh) -> [H, G, G] over layers into an Operators record."""
+    E, H, dh, G = _gene_space(model, genes)
+    model.eval()
+    with torch.no_grad():  # float64 maths per layer, float32 storage (the whole stack is never held in float64)
+        ops = torch.stack([per_layer(E, layer.self_attn, H, dh).float() for layer in model.transformer_encoder.layers])
+    return Operators(
+        operators=ops.cpu().numpy(), genes=[str(g) for g in genes], definition=definition,
+        checkpoint_sha256=model.checkpoint_sha256,
+        meta={"tokens": "panel gene embeddings as the encoder emits them (embedding + LayerNorm); no data",
+              "scale": "1/sqrt(d_head)" if definition == "qk_weights" else "1/d_model"},
+    )
+
+
+def qk_weights(model: ScGPT, genes: Sequence[str]) -> Operators:
+    """Weights-only: A[l, h] = row-softmax((E W_Q + b_Q)(E W_K + b_K)ᵀ / sqrt(d_head)) over the panel genes.
+
+    E = encoder(gene ids) (scGPT's gene embedding + its LayerNorm); W_Q, W_K (d x d_head) and b_Q, b_K are head h's
+    slices of layer l's fused in-projection. No data, no labels: what head h would attend to from the gene identities
+    alone. Computed in float64, stored float32.
+    """
+
+    def per_layer(E, attn, H, dh):
+        d = H * dh
+        w, b = attn.in_proj_weight.double(), attn.in_proj_bias.double()
+        q = (E @ w[:d].T + b[:d]).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
+        k = (E @ w[d : 2 * d].T + b[d : 2 * d]).reshape(len(E), H, dh).transpose(0, 1)
+        return torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dh), dim=-1)
+
+    return _weights_operators(model, genes, "qk_weights", per_layer)
+
+
+def ov_weights(model: ScGPT, genes: Sequence[str]) -> Operators:
+    """Weights-only: A[l, h] = (E W_V W_O) Eᵀ / d_model — what gene g's value writes through head h, read on every gene.
+
+    W_V (d x d_head): head h's value slice of the fused in-projection; W_O (d_head x d): head h's columns of the
+    out-projection. As METHOD.md writes it, biases do not enter (b_V W_O would add the same vector to every row).
+    """
+
+    def per_layer(E, attn, H, dh):
+        d = H * dh
+        v = (E @ attn.in_proj_weight.double()[2 * d :].T).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
+        w_o = attn.out_proj.weight.double().T.reshape(H, dh, d)  # head h's rows of out_proj.weight.T
+        return (v @ w_o) @ E.T / d
+
+    return _weights_operators(model, genes, "ov_weights", per_layer)
+
+
+def weights_operators(model: ScGPT, genes: Sequence[str], definition: str) -> Operators:
+    """The weights-only operators of `definition` (one of WEIGHT_DEFINITIONS)."""
+    readers = {"qk_weights": qk_weights, "ov_weights": ov_weights}
+    if definition not in readers:
+        raise InputError(f"operators definition={definition!r} is not weights-only {WEIGHT_DEFINITIONS}; "
+                         "use export_operators for forward-pass definitions")
+    return readers[definition](model, genes)
 
 
 def save_operators(ops: Operators, path: str | os.PathLike) -> None:

@@ -213,6 +213,13 @@ def gene_activation(
     return np.max(kernel[:, :, None] * home[None, :, :], axis=1)
 
 
+def base_levels(gene_program: Sequence[str], *, marker_off: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each gene's log-expression where its programs are off (markers low, background spread) and the marker mask."""
+    n_genes = len(gene_program)
+    is_marker = np.array([p != "background" for p in gene_program])
+    return np.where(is_marker, rng.normal(marker_off, 0.7, n_genes), rng.normal(0.0, 1.2, n_genes)), is_marker
+
+
 def stage_profiles(
     genes: Sequence[str], gene_program: Sequence[str], info: pd.DataFrame, edges: Sequence[tuple[str, str]], *,
     marker_log_fold: float, marker_off: float, leak: float, stage_drift_sd: float, seed: int,
@@ -221,8 +228,7 @@ def stage_profiles(
     rng = np.random.default_rng(seed)
     stages = list(info.index)
     n_genes = len(genes)
-    is_marker = np.array([p != "background" for p in gene_program])
-    base = np.where(is_marker, rng.normal(marker_off, 0.7, n_genes), rng.normal(0.0, 1.2, n_genes))
+    base, is_marker = base_levels(gene_program, marker_off=marker_off, rng=rng)
     fold = marker_log_fold * np.exp(rng.normal(0.0, 0.25, n_genes))
     dist = ruler_distances(stages, list(edges))
     act = gene_activation(genes, gene_program, stages, dist, leak=leak, rng=rng)
@@ -259,7 +265,7 @@ def gene_list(programs: Mapping[str, Sequence[str]], background: Sequence[str], 
     return list(genes), list(genes.values())
 
 
-def _nb_counts(mu: np.ndarray, dispersion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def nb_counts(mu: np.ndarray, dispersion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Negative-binomial draws with mean `mu` and variance mu + dispersion * mu^2 (gamma-Poisson)."""
     shape = 1.0 / dispersion
     return rng.poisson(rng.gamma(shape[None, :], mu / shape[None, :]))
@@ -369,7 +375,7 @@ def simulate_panel(
             p = np.exp(logmu - logmu.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
             lib = mean_library * np.exp(lib_offset[stage_i] + lib_eff + rng.normal(0.0, library_sd, n) - library_sd**2 / 2)
-            counts = _nb_counts(p * lib[:, None], dispersion, rng)
+            counts = nb_counts(p * lib[:, None], dispersion, rng)
             stage_names = [all_stages[i] for i in stage_i]
             parts.append((counts, pd.DataFrame({
                 "donor_id": d,

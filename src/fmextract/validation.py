@@ -1,76 +1,26 @@
-"""Manifold measures on anchors or cells: agreement of latent geometry with the stage ruler, trustworthiness."""
+"""Manifold validation on anchors (METHOD.md): internal (the adaptor's own reference anchors, holdout refits),
+external (donors the adaptor never saw, FROZEN adaptor: the claim), zero-shot transfer, the controls whose verdict
+must fail, gate tables and the per-gate separation of real panels from controls.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import pdist
-from scipy.stats import rankdata, spearmanr
 
 from fmextract.logs import progress as progress_log
-
-
-def angular_distances(Z: np.ndarray) -> np.ndarray:
-    """Condensed pairwise angles (radians) between rows of Z: the adaptor's latent geometry."""
-    cosine_distance = pdist(np.asarray(Z, dtype=np.float64), metric="cosine")
-    return np.arccos(np.clip(1.0 - cosine_distance, -1.0, 1.0))
-
-
-def ruler_spearman(Z: np.ndarray, stages: pd.Series | np.ndarray, ruler: pd.DataFrame, *, groups=None) -> float:
-    """Spearman between latent angular distance and ruler hop distance over pairs of rows.
-
-    With `groups` (e.g. donors), only pairs from different groups count, so a shared donor effect cannot
-    inflate the score.
-    """
-    stages = np.asarray(stages, dtype=str)
-    R = ruler.loc[stages, stages].to_numpy(dtype=float)
-    iu = np.triu_indices(len(stages), 1)
-    keep = np.ones(iu[0].size, dtype=bool)
-    if groups is not None:
-        g = np.asarray(groups)
-        keep = g[iu[0]] != g[iu[1]]
-    latent = angular_distances(Z)[keep]
-    target = R[iu][keep]
-    if latent.size < 3 or np.ptp(target) == 0:
-        return float("nan")
-    return float(spearmanr(latent, target)[0])
-
-
-def trustworthiness(X: np.ndarray, Z: np.ndarray, *, n_neighbors: int = 5) -> float:
-    """sklearn trustworthiness of the latent Z with respect to the feature space X."""
-    from sklearn.manifold import trustworthiness as tw
-
-    k = max(1, min(n_neighbors, (len(X) - 1) // 2 - 1))
-    return float(tw(np.asarray(X), np.asarray(Z), n_neighbors=k))
-
-
-def ruler_trustworthiness(Z: np.ndarray, stages, ruler: pd.DataFrame, *, seed: int, n_neighbors: int = 5) -> float:
-    """sklearn trustworthiness of the latent Z with respect to the ruler (row distance = ruler distance of the stages).
-
-    Supplementary to the gated trustworthiness (latent vs features), which any linear latent of strongly correlated
-    features passes: this asks whether latent neighbours are ruler neighbours. Rows share stages, so ruler ties are
-    broken by a seeded jitter far below the ruler's smallest step; disconnected stages count as farther than any path.
-    """
-    from sklearn.manifold import trustworthiness as tw
-
-    stages = np.asarray(stages, dtype=str)
-    R = ruler.loc[stages, stages].to_numpy(dtype=float)
-    finite = np.unique(R[np.isfinite(R)])
-    R[~np.isfinite(R)] = finite.max() + 1 if finite.size else 1.0
-    step = np.diff(finite).min() if finite.size > 1 else 1.0
-    J = np.random.default_rng(seed).random(R.shape)
-    J = 1e-3 * step * (J + J.T) / 2
-    np.fill_diagonal(J, 0.0)
-    k = max(1, min(n_neighbors, (len(R) - 1) // 2 - 1))
-    return float(tw(R + J, np.asarray(Z), n_neighbors=k, metric="precomputed"))
-
-
-def _unit_ranks(x: np.ndarray) -> np.ndarray:
-    """Centred average ranks scaled to unit norm, so Spearman of two vectors is the dot product of theirs."""
-    r = rankdata(x)
-    r -= r.mean()
-    norm = np.linalg.norm(r)
-    return r / norm if norm > 0 else np.full_like(r, np.nan)
+from fmextract.geometry import (  # noqa: F401  (re-exported: the measures validation is made of)
+    angular_distances,
+    group_folds,
+    holdout_scores,
+    residualised_spearman,
+    ruler_pairs,
+    ruler_spearman,
+    ruler_trustworthiness,
+    same_group_pairs,
+    trustworthiness,
+    unit_ranks,
+)
 
 
 def blocked_permutation_test(
@@ -93,7 +43,7 @@ def blocked_permutation_test(
     i, j = np.triu_indices(len(stages), 1)
     keep = np.ones(i.size, dtype=bool) if groups is None else np.asarray(groups)[i] != np.asarray(groups)[j]
     i, j = i[keep], j[keep]
-    latent = _unit_ranks(angular_distances(Z)[keep])
+    latent = unit_ranks(angular_distances(Z)[keep])
 
     def statistic(c: np.ndarray) -> float:
         t = value_code[c[i], c[j]]
@@ -146,76 +96,98 @@ def branch_trajectory(
     d = np.asarray(depth, dtype=float)[in_branch]
     if len(d) < 3 or np.ptp(d) == 0:
         return float("nan"), float("nan")
-    ra, rd = _unit_ranks(angle), _unit_ranks(d)  # Spearman = dot product of unit ranks; rank once, permute ranks
+    ra, rd = unit_ranks(angle), unit_ranks(d)  # Spearman = dot product of unit ranks; rank once, permute ranks
     rho = float(ra @ rd)
     rng = np.random.default_rng(seed)
     null = np.array([ra @ rd[rng.permutation(len(rd))] for _ in range(n_permutations)])
     return rho, float((1 + np.sum(null >= rho)) / (1 + n_permutations))
 
 
-def _holdout_scores(F, meta, ruler, folds, adaptor_kw) -> float:
-    """Mean ruler Spearman on held-out rows of each fold (adaptor refitted without them); pairs with >= 1 held-out row."""
-    from fmextract.adaptor import fit_adaptor
-
-    scores = []
-    for held in folds:
-        train = ~held
-        if train.sum() < 3 or held.sum() < 2:
-            continue
-        adaptor = fit_adaptor(F[train], meta["stage"].to_numpy()[train], ruler, **adaptor_kw)
-        Z = adaptor.transform(F)
-        stages = meta["stage"].to_numpy()
-        # score pairs with at least one held-out row: group id = held-out rows each unique, train rows share one id
-        iu = np.triu_indices(len(Z), 1)
-        keep = held[iu[0]] | held[iu[1]]
-        latent = angular_distances(Z)[keep]
-        target = ruler.loc[stages, stages].to_numpy(dtype=float)[iu][keep]
-        if np.ptp(target) > 0:
-            scores.append(spearmanr(latent, target)[0])
-    return float(np.mean(scores)) if scores else float("nan")
+def holdout_folds(meta: pd.DataFrame, *, seed: int) -> dict[str, list[np.ndarray]]:
+    """The three holdout schemes of the gates: random (5 seeded folds), donor and branch (leave-one-out)."""
+    fold = np.random.default_rng(seed).permutation(len(meta)) % 5
+    return {"random": [fold == k for k in range(5)], "donor": group_folds(meta["donor"]),
+            "branch": group_folds(meta["branch"])}
 
 
-def manifold_metrics(
+def _blocks(meta: pd.DataFrame) -> pd.Series:
+    return meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
+
+
+def internal_metrics(
     F: np.ndarray,
     meta: pd.DataFrame,
     ruler: pd.DataFrame,
     *,
+    adaptor,
     adaptor_kw: dict,
     n_permutations: int,
     dims: list[int],
     seed: int,
 ) -> dict[str, float]:
-    """Manifold validation of anchor features F (rows described by meta: donor, tissue, stage, branch, depth).
+    """Internal panel: the reference donors' anchors F the `adaptor` was fitted on.
 
-    trustworthiness (latent vs features; ungated, also vs the ruler), ruler Spearman under random (5-fold), donor
-    (leave-one-donor-out) and branch (leave-one-branch-out) holdout, blocked-permutation p (stage labels permuted
-    within donor x tissue), dimension sweep (donor-holdout Spearman at each d), intrinsic dimension of F (TwoNN,
-    PCA 90%).
+    Trustworthiness and the blocked permutation p use the adaptor's in-sample latent (circular: labelled internal);
+    holdout Spearman refits an adaptor (`adaptor_kw`) without each fold and scores pairs with a held-out anchor
+    (random 5-fold, leave-one-donor-out, leave-one-branch-out); dimension sweep (donor holdout at each d); intrinsic
+    dimension of F (TwoNN, PCA 90%).
     """
-    from fmextract.adaptor import fit_adaptor
-
-    rng = np.random.default_rng(seed)
-    out: dict[str, float] = {}
-    adaptor = fit_adaptor(F, meta["stage"], ruler, **adaptor_kw)
     Z = adaptor.transform(F)
-    out["trustworthiness"] = trustworthiness(F, Z)
-    out["trustworthiness_ruler"] = ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed)
-    fold = rng.permutation(len(F)) % 5
-    out["spearman_random_holdout"] = _holdout_scores(F, meta, ruler, [fold == k for k in range(5)], adaptor_kw)
-    donors = meta["donor"].to_numpy()
-    donor_folds = [donors == d for d in np.unique(donors)]
-    out["spearman_donor_holdout"] = _holdout_scores(F, meta, ruler, donor_folds, adaptor_kw)
-    branches = meta["branch"].to_numpy()
-    out["spearman_branch_holdout"] = _holdout_scores(F, meta, ruler, [branches == b for b in np.unique(branches)], adaptor_kw)
-    blocks = meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
-    _, out["blocked_permutation_p"], _ = blocked_permutation_test(
-        Z, meta["stage"], blocks, ruler, n_permutations=n_permutations, seed=seed)
+    out: dict[str, float] = {"n_anchors": float(len(F)), "n_donors": float(meta["donor"].nunique()),
+                             "trustworthiness": trustworthiness(F, Z),
+                             "trustworthiness_ruler": ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed)}
+    folds = holdout_folds(meta, seed=seed)
+    for name, fl in folds.items():
+        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, adaptor_kw=adaptor_kw)["spearman"]
+    _, out["blocked_permutation_p"], _ = blocked_permutation_test(Z, meta["stage"], _blocks(meta), ruler,
+                                                                  n_permutations=n_permutations, seed=seed)
     for d in dims:  # the configured width was scored above; no need to refit it
-        out[f"spearman_donor_holdout_d{d}"] = (out["spearman_donor_holdout"] if d == adaptor_kw["d_latent"] else
-                                               _holdout_scores(F, meta, ruler, donor_folds, {**adaptor_kw, "d_latent": d}))
+        out[f"spearman_donor_holdout_d{d}"] = (
+            out["spearman_donor_holdout"] if d == adaptor_kw["d_latent"] else
+            holdout_scores(F, meta, ruler, folds["donor"], adaptor_kw={**adaptor_kw, "d_latent": d})["spearman"])
     out["intrinsic_dimension_twonn"] = twonn_dimension(F)
     out["pca_dimension_90"] = float(pca_dimension(F))
     return out
+
+
+def external_metrics(
+    F: np.ndarray, meta: pd.DataFrame, ruler: pd.DataFrame, *, adaptor, n_permutations: int, seed: int
+) -> dict[str, float]:
+    """External panel: anchors of donors the FROZEN `adaptor` never saw; the same gates, nothing refitted.
+
+    Trustworthiness (latent vs features); holdout Spearman over the same fold schemes as the internal panel, each
+    fold scoring the pairs with a held-out anchor under the frozen latent; residualised Spearman over all pairs
+    (same-donor and same-tissue indicators regressed out; reported, not gated); blocked permutation p (stage labels
+    permuted within donor x tissue): the adaptor never saw these labels, so the null is not circular.
+    """
+    Z = adaptor.transform(F)
+    out: dict[str, float] = {"n_anchors": float(len(F)), "n_donors": float(meta["donor"].nunique()),
+                             "trustworthiness": trustworthiness(F, Z),
+                             "trustworthiness_ruler": ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed)}
+    for name, fl in holdout_folds(meta, seed=seed).items():
+        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, adaptor=adaptor)["spearman"]
+    out["residualised_spearman"] = residualised_spearman(angular_distances(Z), ruler_pairs(meta["stage"], ruler),
+                                                         same_group_pairs(meta))
+    _, out["blocked_permutation_p"], _ = blocked_permutation_test(Z, meta["stage"], _blocks(meta), ruler,
+                                                                  n_permutations=n_permutations, seed=seed)
+    return out
+
+
+def permuted_ruler(ruler: pd.DataFrame, *, seed: int) -> pd.DataFrame:
+    """Null-branch ruler: the stage graph relabelled by a seeded permutation of its stages (distances travel along)."""
+    perm = np.random.default_rng(seed).permutation(len(ruler))
+    R = ruler.to_numpy()[np.ix_(perm, perm)]
+    return pd.DataFrame(R, index=ruler.index, columns=ruler.columns)
+
+
+def permuted_operator(matrix: np.ndarray, *, seed: int) -> np.ndarray:
+    """Operator-level control: each G x G block of a G x kG map with its gene labels permuted, P A Pᵀ."""
+    M = np.asarray(matrix)
+    G = M.shape[0]
+    if M.shape[1] % G:
+        raise ValueError(f"permuted_operator: a {M.shape} map is not made of {G} x {G} operator blocks")
+    perm = np.random.default_rng(seed).permutation(G)
+    return np.concatenate([M[:, b * G : (b + 1) * G][np.ix_(perm, perm)] for b in range(M.shape[1] // G)], axis=1)
 
 
 def shuffle_gene_panel(X: np.ndarray, *, seed: int) -> np.ndarray:
@@ -282,4 +254,44 @@ def gate_table(values: dict[str, float], panel: str, gates: dict[str, float]) ->
     if verdicts:  # the panel's verdict: share of gates passed; passed only if every gate passed
         rows.append({"metric": "all_gates", "panel": panel, "value": float(np.mean(verdicts)), "threshold": 1.0,
                      "passed": all(verdicts)})
+    return pd.DataFrame(rows)
+
+
+def panel_role(panel: str) -> str:
+    """What a manifold_validation panel is: real, control (its verdict must fail), positive_control, supplementary."""
+    if panel == "planted_model":
+        return "positive_control"
+    if panel.startswith("communication"):
+        return "supplementary"
+    if panel.startswith("control_"):
+        return "control"
+    return "real"
+
+
+def gate_separation(table: pd.DataFrame) -> pd.DataFrame:
+    """Per gate (and the verdict, `all_gates`): its value on every panel, one column each, and how it separates.
+
+    Columns after the panels: `real_passed` (real panels passing / real panels), `controls_failed` (controls failing
+    / controls), `positive_passed` (the planted model passes) and `separates` (every real panel passes, every
+    control fails and the positive control passes; empty where the gate has no real panel or no control): which
+    gates actually discriminate on this data.
+    """
+    gated = table[table["threshold"].notna()]
+    panels = list(dict.fromkeys(gated["panel"]))
+    rows = []
+    for metric in dict.fromkeys(gated["metric"]):
+        sub = gated[gated["metric"] == metric].set_index("panel")
+        row = {"metric": metric, "threshold": float(sub["threshold"].iloc[0])}
+        row.update({p: float(sub.loc[p, "value"]) if p in sub.index else np.nan for p in panels})
+        passed = {p: bool(sub.loc[p, "passed"]) for p in sub.index}
+        by_role = {r: [p for p in passed if panel_role(p) == r] for r in ("real", "control", "positive_control")}
+        real_ok = sum(passed[p] for p in by_role["real"])
+        ctrl_fail = sum(not passed[p] for p in by_role["control"])
+        pos_ok = all(passed[p] for p in by_role["positive_control"])
+        row["real_passed"] = f"{real_ok}/{len(by_role['real'])}"
+        row["controls_failed"] = f"{ctrl_fail}/{len(by_role['control'])}"
+        row["positive_passed"] = bool(pos_ok) if by_role["positive_control"] else None
+        row["separates"] = (real_ok == len(by_role["real"]) and ctrl_fail == len(by_role["control"]) and pos_ok
+                            if by_role["real"] and by_role["control"] else None)
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -42,6 +42,14 @@ if _C["ablation_rank"] not in _C["ranks"]:
     raise WorkflowError(
         f"config compression.ablation_rank = {_C['ablation_rank']} is not in compression.ranks {_C['ranks']}; add it"
     )
+#: operator definitions read from the checkpoint alone (= fmextract.operators.WEIGHT_DEFINITIONS; torch not imported here)
+WEIGHT_DEFINITIONS = ("qk_weights", "ov_weights")
+ALL_DEFINITIONS = ("attention_prob", "qk_raw", *WEIGHT_DEFINITIONS)
+#: the operator definition every benchmark map uses, and those compared in operator_definitions.tsv
+DEFINITION = config["operators"]["definition"]
+COMPARED = list(dict.fromkeys([DEFINITION, *config["operators"].get("compare", ALL_DEFINITIONS)]))
+#: models whose heads are screened: the trained checkpoint and the planted-head positive control
+SCREENED_MODELS = ["trained", "planted"]
 
 
 wildcard_constraints:
@@ -50,8 +58,9 @@ wildcard_constraints:
     panel="|".join(PANELS),
     method="|".join(METHODS),
     split=r"split\d{3}",
-    feature=r"raw|pooled_drift|untrained_pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse",
-    model="trained|untrained",
+    feature=r"raw|(?:untrained_|planted_)?(?:pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse)",
+    model="trained|untrained|planted",
+    definition="|".join(ALL_DEFINITIONS),
     mode="anchor|cell",
 
 
@@ -75,10 +84,17 @@ def checkpoint_inputs(wildcards):
 
 
 def operator_checkpoint(wildcards):
-    """The checkpoint whose attention is exported: the configured (or pretrained) one, or its untrained copy."""
-    if wildcards.model == "untrained":
-        return checkpoint_files("results/model/untrained")
+    """The checkpoint whose heads are exported: the configured (or pretrained) one, its untrained or planted copy."""
+    if wildcards.model in ("untrained", "planted"):
+        return checkpoint_files(f"results/model/{wildcards.model}")
     return checkpoint_inputs(wildcards)
+
+
+def operator_data(wildcards):
+    """Context cells of a forward-pass definition; weights-only definitions read no data."""
+    if wildcards.definition in WEIGHT_DEFINITIONS:
+        return {}
+    return {"h5ad": "results/data/reference.h5ad", "reference_donors": "results/data/reference_donors.txt"}
 
 
 def simulated_panel_path(wildcards):
@@ -114,26 +130,34 @@ def feature_map_inputs(wildcards):
     """Operators (+ the head screen) for head maps; the base map for its rank-r surrogates, the rank-`ablation_rank`
     surrogate for the hard-sparse one; the gene panel for `raw` (the identity map of the adaptor_raw control).
 
-    `untrained_pooled_drift` is the pooled-drift map of the untrained model's operators.
+    A `untrained_` or `planted_` prefix takes that model's operators (and screen); the configured definition always.
     """
     if wildcards.feature == "raw":
         return {"genes": "results/data/gene_panel.txt"}
-    if wildcards.feature == "untrained_pooled_drift":
-        return {"operators": "results/operators/untrained/operators.npz"}
-    base, _, surrogate = wildcards.feature.partition("_")
+    model, feature = "trained", wildcards.feature
+    for prefix in ("untrained", "planted"):
+        if feature.startswith(f"{prefix}_"):
+            model, feature = prefix, feature.removeprefix(f"{prefix}_")
+    base, _, surrogate = feature.partition("_")
     if surrogate == "sparse" and base.startswith("top"):
-        return {"base": f"results/operators/{base}_rank{config['compression']['ablation_rank']}.npz"}
+        prefix = wildcards.feature.removesuffix(feature)
+        return {"base": f"results/operators/{prefix}{base}_rank{config['compression']['ablation_rank']}.npz"}
     if surrogate and base.startswith("top"):
-        return {"base": f"results/operators/{base}.npz"}
-    inputs = {"operators": "results/operators/trained/operators.npz"}
+        return {"base": f"results/operators/{wildcards.feature.removesuffix(f'_{surrogate}')}.npz"}
+    inputs = {"operators": f"results/operators/{model}/{DEFINITION}.npz"}
     if base.startswith("top"):
-        inputs["screen"] = "results/tables/head_screen.tsv"
+        inputs["screen"] = f"results/screen/{model}/{DEFINITION}.tsv"
     return inputs
 
 
 def zero_shot_panel(wildcards):
     """The prepared immune panel for zero-shot transfer, if one is configured."""
     return ["results/data/immune.h5ad"] if "immune" in config["panels"] else []
+
+
+def mismatched_panel(wildcards):
+    """The prepared mismatched-compartment panel for its control, if one is configured."""
+    return ["results/data/mismatched.h5ad"] if "mismatched" in config["panels"] else []
 
 
 def method_file(wildcards):
@@ -173,7 +197,10 @@ def final_outputs():
         "results/tables/parameters.tsv",
         "results/tables/head_screen.tsv",
         "results/tables/stage_roles.tsv",
+        "results/tables/operator_definitions.tsv",
         "results/tables/manifold_validation.tsv",
+        "results/tables/gate_separation.tsv",
+        "results/tables/planted_factor_programs.tsv",
         "results/tables/compression.tsv",
         "results/tables/factor_ablation.tsv",
         "results/tables/factor_programs.tsv",

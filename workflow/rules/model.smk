@@ -1,5 +1,6 @@
-# The scGPT-architecture demo model (masked-value pretraining on the reference donors) and the untrained-model
-# control (the configured checkpoint's architecture, freshly initialised with the config seed).
+# The scGPT-architecture demo model (masked-value pretraining on the reference donors), the untrained-model
+# control (the configured checkpoint's architecture, freshly initialised with the config seed) and the planted-head
+# positive control (that untrained copy with one head built to attend within marker programs).
 # The shipped resources/demo_model was made by pretrain_demo_model (see README: "The demo model").
 
 
@@ -43,6 +44,29 @@ rule untrained_model:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=10,
     params:
+        seed=SEED,
+    script:
+        "../scripts/model.py"
+
+
+rule planted_model:
+    input:
+        unpack(checkpoint_inputs),
+        programs=config["data"]["marker_programs"],
+    output:
+        **checkpoint_files("results/model/planted"),
+    log:
+        "results/logs/planted_model.log",
+    benchmark:
+        "results/benchmarks/planted_model.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=10,
+    params:
+        planted=config["model"]["planted"],
         seed=SEED,
     script:
         "../scripts/model.py"

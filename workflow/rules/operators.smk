@@ -1,26 +1,25 @@
-# Stage 1 (operator export from the frozen model or its untrained control, head screen, feature maps) and
-# stage 2 (the adaptors).
+# Stage 1 (operator export from the frozen model, its untrained control or the planted-head control, under each
+# operator definition; head screens; the definitions table; feature maps) and stage 2 (the adaptors).
 
 
 rule export_operators:
     input:
         unpack(operator_checkpoint),
-        h5ad="results/data/reference.h5ad",
-        reference_donors="results/data/reference_donors.txt",
+        unpack(operator_data),
         genes="results/data/gene_panel.txt",
     output:
-        "results/operators/{model}/operators.npz",
+        "results/operators/{model}/{definition}.npz",
     log:
-        "results/logs/export_operators/{model}.log",
+        "results/logs/export_operators/{model}_{definition}.log",
     benchmark:
-        "results/benchmarks/export_operators/{model}.tsv"
+        "results/benchmarks/export_operators/{model}_{definition}.tsv"
     conda:
         "../../envs/scgpt.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=120,
-        gpu=1,
+        gpu=lambda wc: 0 if wc.definition in WEIGHT_DEFINITIONS else 1,
     params:
         operators=config["operators"],
         seed=SEED,
@@ -30,17 +29,18 @@ rule export_operators:
 
 rule head_screen:
     input:
-        operators="results/operators/trained/operators.npz",
+        operators="results/operators/{model}/{definition}.npz",
         h5ad="results/data/benchmark.h5ad",
         reference_donors="results/data/reference_donors.txt",
         stage_graph=config["data"]["stage_graph"],
         stage_table=config["data"]["stage_table"],
     output:
-        "results/tables/head_screen.tsv",
+        heads="results/screen/{model}/{definition}.tsv",
+        pooled="results/screen/{model}/{definition}_pooled_drift.tsv",
     log:
-        "results/logs/head_screen.log",
+        "results/logs/head_screen/{model}_{definition}.log",
     benchmark:
-        "results/benchmarks/head_screen.tsv"
+        "results/benchmarks/head_screen/{model}_{definition}.tsv"
     conda:
         "../../envs/scgpt.yaml"
     threads: 1
@@ -51,6 +51,35 @@ rule head_screen:
         adaptor=config["adaptor"],
         min_cells=config["anchors"]["min_cells"],
         seed=SEED,
+    script:
+        "../scripts/operators.py"
+
+
+rule operator_definitions:
+    input:
+        screens=expand("results/screen/{model}/{definition}.tsv", model=SCREENED_MODELS, definition=COMPARED),
+        pooled=expand(
+            "results/screen/{model}/{definition}_pooled_drift.tsv", model=SCREENED_MODELS, definition=COMPARED
+        ),
+        configured=f"results/screen/trained/{DEFINITION}.tsv",
+    output:
+        definitions="results/tables/operator_definitions.tsv",
+        screen="results/tables/head_screen.tsv",
+    log:
+        "results/logs/operator_definitions.log",
+    benchmark:
+        "results/benchmarks/operator_definitions.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=5,
+    params:
+        models=SCREENED_MODELS,
+        definitions=COMPARED,
+        configured=DEFINITION,
+        planted=config["model"]["planted"],
     script:
         "../scripts/operators.py"
 

@@ -16,6 +16,10 @@ REPORT_TABLES = {
     "summary": "Mean, standard deviation and number of splits of every method on every endpoint.",
     "manifold_validation": "Manifold gates (trustworthiness, holdout ruler Spearman, blocked permutation p) per "
     "panel and control, with thresholds and pass/fail.",
+    "gate_separation": "Per gate (and the verdict): its value on every panel, how many real panels pass and how many "
+    "controls fail, whether it separates them.",
+    "operator_definitions": "Per model (trained, planted) and operator definition: pooled-drift and best-head screen "
+    "scores on reference anchors, and the planted head's rank.",
     "compression": "Compression ladder: operator size against endpoint means and tests against the uncompressed map.",
     "parameters": "Trainable parameters of each method's readouts (median over splits).",
     "failures": "Method jobs that raised and were recorded as failed (their splits are dropped from the statistics), "

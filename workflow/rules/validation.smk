@@ -1,22 +1,26 @@
-# Manifold validation on anchors (reference panel, its shuffled-gene negative control, the untrained-model control)
-# and zero-shot transfer; the supplementary second manifold: the same validation against the intercellular-
-# communication ruler.
+# Manifold validation on anchors: internal (reference donors, the adaptor's own), external (benchmark donors, frozen
+# adaptor: the headline), zero-shot immune transfer, the controls whose verdict must fail, the planted-head positive
+# control, the supplementary communication manifold and the per-gate separation table; then the planted head's
+# factor programs.
 
 
 rule manifold_validation:
     input:
         feature_map="results/operators/pooled_drift.npz",
         untrained_map="results/operators/untrained_pooled_drift.npz",
+        planted_map="results/operators/planted_pooled_drift.npz",
         adaptor="results/adaptor/pooled_drift_anchor.npz",
         h5ad="results/data/benchmark.h5ad",
         reference="results/data/reference.h5ad",
         reference_donors="results/data/reference_donors.txt",
         immune=zero_shot_panel,
+        mismatched=mismatched_panel,
         stage_table=config["data"]["stage_table"],
         stage_graph=config["data"]["stage_graph"],
         lr_pairs=config["data"]["ligand_receptor_pairs"],
     output:
         table="results/tables/manifold_validation.tsv",
+        separation="results/tables/gate_separation.tsv",
         latent="results/validation/anchor_latent.tsv",
     log:
         "results/logs/manifold_validation.log",
@@ -35,3 +39,25 @@ rule manifold_validation:
         seed=SEED,
     script:
         "../scripts/validation.py"
+
+
+rule planted_factor_programs:
+    input:
+        feature_map=f"results/operators/planted_{ABLATION_MAP}.npz",
+        programs=config["data"]["marker_programs"],
+    output:
+        "results/tables/planted_factor_programs.tsv",
+    log:
+        "results/logs/planted_factor_programs.log",
+    benchmark:
+        "results/benchmarks/planted_factor_programs.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=5,
+    params:
+        n_top_genes=config["compression"]["n_top_genes"],
+    script:
+        "../scripts/planted.py"

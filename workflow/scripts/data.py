@@ -34,12 +34,20 @@ if rule == "simulate":
     programs = stages.load_marker_programs(cfg["marker_programs"])
     background = read_lines(cfg["background_genes"])
     prefix = snakemake.wildcards.panel[:3].upper()
-    adata = simulate_panel(
-        table, edges, programs, background,
-        donors=[f"{prefix}{i:02d}" for i in range(sim["donors"])],
-        tissues=sim["tissues"], stages=sim.get("stages"), cells_per_donor=sim["cells_per_donor"],
-        n_genes=None, seed=sim["seed"],
-    )
+    donors = [f"{prefix}{i:02d}" for i in range(sim["donors"])]
+    if sim.get("compartment", "hematopoietic") == "non_hematopoietic":  # the mismatched-compartment control panel
+        from fmextract.compartment import simulate_compartment
+
+        adata = simulate_compartment(table, edges, programs, background, donors=donors, tissues=sim["tissues"],
+                                     cells_per_donor=sim["cells_per_donor"], seed=sim["seed"])
+        log.info("non-hematopoietic groups labelled onto the ruler (seeded, arbitrary): %s",
+                 adata.uns["simulation"]["assignment"])
+    else:
+        adata = simulate_panel(
+            table, edges, programs, background, donors=donors,
+            tissues=sim["tissues"], stages=sim.get("stages"), cells_per_donor=sim["cells_per_donor"],
+            n_genes=None, seed=sim["seed"],
+        )
     log.info("simulated %s: %d cells x %d genes, %d donors", snakemake.wildcards.panel, *adata.shape, sim["donors"])
     data.write_h5ad(adata, snakemake.output[0])
 

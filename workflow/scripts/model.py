@@ -1,5 +1,6 @@
-"""Rules pretrain_demo_model (masked-value pretraining of the small demo model) and untrained_model (the same
-architecture as the configured checkpoint, freshly initialised: the untrained-model control)."""
+"""Rules pretrain_demo_model (masked-value pretraining of the small demo model), untrained_model (the same
+architecture as the configured checkpoint, freshly initialised: the untrained-model control) and planted_model (that
+untrained copy with one head planted on the marker programs: the positive control)."""
 
 import logging
 import os
@@ -13,7 +14,21 @@ logs.to_file(snakemake.log[0])
 log = logging.getLogger("model")
 torch.set_num_threads(snakemake.threads)
 
-if snakemake.rule == "untrained_model":
+if snakemake.rule == "planted_model":
+    from fmextract.planted import planted_copy
+    from fmextract.scgpt import load_scgpt
+    from fmextract.stages import load_marker_programs
+
+    cfg = snakemake.params.planted
+    trained = load_scgpt(os.path.dirname(snakemake.input["best_model.pt"]))
+    model, member = planted_copy(trained, load_marker_programs(snakemake.input.programs), layer=cfg["layer"],
+                                 head=cfg["head"], seed=snakemake.params.seed, logit_gap=cfg["logit_gap"])
+    log.info("planted copy of %s (sha256 %s): head L%dH%d reads %d genes of %d marker programs, kappa %.3f",
+             snakemake.input["best_model.pt"], trained.checkpoint_sha256, cfg["layer"], cfg["head"], len(member),
+             len(model.config["planted"]["programs"]), model.config["planted"]["kappa"])
+    save_scgpt(model, os.path.dirname(snakemake.output["best_model.pt"]), vocab=model.vocab, args=model.config)
+
+elif snakemake.rule == "untrained_model":
     from fmextract.scgpt import load_scgpt, untrained_copy
 
     trained = load_scgpt(os.path.dirname(snakemake.input["best_model.pt"]))

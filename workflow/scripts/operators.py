@@ -1,5 +1,7 @@
-"""Rules export_operators, feature_map, adaptor_anchor: read snakemake.*, call fmextract, write outputs."""
+"""Rules export_operators, head_screen, operator_definitions, feature_map, adaptor: read snakemake.*, call fmextract,
+write outputs."""
 
+import itertools
 import logging
 
 import anndata as ad
@@ -51,24 +53,30 @@ def reference_anchors(genes):
 if rule == "export_operators":
     import torch
 
-    from fmextract.operators import export_operators, save_operators
+    from fmextract.operators import WEIGHT_DEFINITIONS, export_operators, save_operators, weights_operators
     from fmextract.scgpt import load_scgpt
 
     torch.set_num_threads(snakemake.threads)
-    cfg = snakemake.params.operators
+    cfg, definition = snakemake.params.operators, snakemake.wildcards.definition
     model = load_scgpt(str(snakemake.input["args.json"]).rsplit("/", 1)[0])
-    panel = ad.read_h5ad(snakemake.input.h5ad)
-    context = panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors))]
-    ops = export_operators(
-        model, context, genes=read_lines(snakemake.input.genes), n_context=cfg["n_context"],
-        definition=cfg["definition"], seed=snakemake.params.seed, batch_size=cfg["batch_size"],
-    )
-    log.info("exported %s operators %s from %d context cells", cfg["definition"], ops.operators.shape, cfg["n_context"])
+    genes = read_lines(snakemake.input.genes)
+    if definition in WEIGHT_DEFINITIONS:  # read from the checkpoint's weights: no data, no forward pass
+        ops = weights_operators(model, genes, definition)
+        log.info("read %s operators %s from the weights of %s", definition, ops.operators.shape, model.checkpoint_sha256)
+    else:
+        panel = ad.read_h5ad(snakemake.input.h5ad)
+        context = panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors))]
+        ops = export_operators(
+            model, context, genes=genes, n_context=cfg["n_context"],
+            definition=definition, seed=snakemake.params.seed, batch_size=cfg["batch_size"],
+        )
+        log.info("exported %s operators %s from %d context cells", definition, ops.operators.shape, cfg["n_context"])
     save_operators(ops, snakemake.output[0])
 
 elif rule == "head_screen":
+    from fmextract.features import pooled_drift_map
     from fmextract.operators import load_operators
-    from fmextract.screen import screen_heads
+    from fmextract.screen import score_features, screen_heads
 
     ops = load_operators(snakemake.input.operators)
     profiles, meta, ruler = reference_anchors(ops.genes)
@@ -76,8 +84,25 @@ elif rule == "head_screen":
     kw = dict(d_latent=cfg["d_latent"], alpha=cfg["alpha"], beta=cfg["beta"], epochs=cfg["screen_epochs"], lr=cfg["lr"],
               batch_size=cfg["batch_size"], seed=snakemake.params.seed)
     table = screen_heads(ops.operators, profiles, meta, ruler, adaptor_kw=kw)
-    log.info("head screen on %d anchors:\n%s", len(meta), table.head(10).to_string(index=False))
-    write_tsv(table, snakemake.output[0])
+    log.info("%s head screen (leave-one-reference-donor-out, %d anchors of %d donors):\n%s", ops.definition, len(meta),
+             meta["donor"].nunique(), table.head(10).to_string(index=False))
+    pooled = score_features(pooled_drift_map(ops.operators, ops.genes).transform(profiles), meta, ruler, adaptor_kw=kw)
+    log.info("pooled drift: %s", pooled)
+    write_tsv(table.assign(definition=ops.definition), snakemake.output.heads)
+    write_tsv(pd.DataFrame([{"definition": ops.definition, **pooled}]), snakemake.output.pooled)
+
+elif rule == "operator_definitions":
+    from fmextract.screen import definitions_table
+
+    keys = list(itertools.product(snakemake.params.models, snakemake.params.definitions))  # expand()'s order
+    screens = {k: read_tsv(path) for k, path in zip(keys, snakemake.input.screens)}
+    pooled = {k: read_tsv(path) for k, path in zip(keys, snakemake.input.pooled)}
+    planted = snakemake.params.planted
+    table = definitions_table(screens, pooled, configured=snakemake.params.configured,
+                              planted=(planted["layer"], planted["head"]))
+    log.info("operator definitions on reference anchors:\n%s", table.to_string(index=False))
+    write_tsv(table, snakemake.output.definitions)
+    write_tsv(read_tsv(snakemake.input.configured), snakemake.output.screen)
 
 elif rule == "feature_map":
     from fmextract.features import FeatureMap, hard_sparse_map, head_map, identity_map, low_rank_map, pooled_drift_map
@@ -85,10 +110,12 @@ elif rule == "feature_map":
     from fmextract.screen import top_heads
 
     feature = snakemake.wildcards.feature
+    for prefix in ("untrained_", "planted_"):  # another model's map: same construction on its operators
+        feature = feature.removeprefix(prefix)
     base, _, surrogate = feature.partition("_")
     if feature == "raw":
         fmap = identity_map(read_lines(snakemake.input.genes))
-    elif feature in ("pooled_drift", "untrained_pooled_drift"):
+    elif feature == "pooled_drift":
         ops = load_operators(snakemake.input.operators)
         fmap = pooled_drift_map(ops.operators, ops.genes)
     elif surrogate.startswith("rank"):
