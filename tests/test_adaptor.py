@@ -61,3 +61,22 @@ def test_balanced_sample_caps_each_label():
     pos = balanced_sample(labels, per_label=10, seed=0)
     assert (labels.iloc[pos] == "x").sum() == 10 and (labels.iloc[pos] == "y").sum() == 5
     np.testing.assert_array_equal(pos, balanced_sample(labels, per_label=10, seed=0))
+
+
+def test_init_is_float32_and_matches_an_svd_of_the_scaled_features():
+    """The start (top principal axes of the centred, scaled features) from the F x F Gram matrix in float32 equals
+    numpy's float64 SVD up to sign; the float32 scaling equals the float64 one."""
+    from fmextract.adaptor import _principal_axes, _scaled
+
+    F, _ = toy(n_per=30, dim=40)
+    Fs, b, scale = _scaled(F)
+    ref = F.astype(np.float64) - F.astype(np.float64).mean(0)
+    ref_scale = np.sqrt((ref**2).sum(1).mean())
+    assert Fs.dtype == np.float32 and np.isclose(scale, ref_scale, rtol=1e-6)
+    np.testing.assert_allclose(Fs, ref / ref_scale, atol=1e-5)
+    axes = _principal_axes(Fs, 3)
+    vt = np.linalg.svd(ref / ref_scale, full_matrices=False)[2][:3]
+    np.testing.assert_allclose(np.abs((axes * vt).sum(1)), 1, atol=1e-4)  # same axes, signs fixed by our rule
+    assert np.all(axes[np.arange(3), np.abs(axes).argmax(1)] > 0)
+    padded = _principal_axes(Fs[:2], 3)  # fewer rows than latent dimensions: zero rows beyond them
+    assert padded.shape == (3, 40) and not padded[2].any()

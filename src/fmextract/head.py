@@ -3,7 +3,8 @@
 `build_head` fits the pipeline's shared readouts (`readouts.fit_readouts`, as `methods.evaluate` does) on the latent
 of training cells; `Head.save` writes everything into ONE .npz (no pickle: the feature map and adaptor files are
 embedded byte for byte, every fitted sklearn estimator is stored as its arrays plus its parameters as JSON);
-`Head.apply` maps raw counts of any panel to the latent and the readouts' predictions, in cell batches.
+`Head.apply` maps raw counts of any panel to the latent and the readouts' predictions, in cell batches: after
+log1p(CP10k) the whole map is one matrix product (`latent.fold`, taken over the input's own gene order).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +34,7 @@ from fmextract.data import _log_cp10k
 from fmextract.errors import InputError
 from fmextract.features import BATCH_ROWS, FeatureMap
 from fmextract.io import atomic_path
+from fmextract.latent import FoldedLatent, fold
 from fmextract.readouts import Readouts, _Constant, fit_readouts
 
 log = logging.getLogger(__name__)
@@ -52,11 +55,6 @@ _FITTED: dict[str, tuple[type, tuple[str, ...]]] = {
     "Ridge": (Ridge, ("coef_", "intercept_", "n_features_in_")),
     "_Constant": (_Constant, ("classes_",)),
 }
-
-
-def _embed(fmap: FeatureMap, adaptor: Adaptor, X: Any, batch_size: int) -> np.ndarray:
-    """Latent z = adaptor(x M) of log1p(CP10k) panel rows X, batch by batch (the `extracted` method's embedding)."""
-    return fmap.transform(X, batch_size=batch_size, then=adaptor.transform)
 
 
 def _file_bytes(save: Any, name: str) -> np.ndarray:
@@ -101,6 +99,11 @@ class Head:
     adaptor: Adaptor
     readouts: Readouts
     meta: dict
+
+    @cached_property
+    def folded(self) -> FoldedLatent:
+        """Feature map, adaptor centring/scaling and projection folded into one G x d matrix + offset (`latent.fold`)."""
+        return fold(self.fmap, self.adaptor)
 
     @property
     def genes(self) -> list[str]:
@@ -211,6 +214,10 @@ class Head:
             log.warning("%s: only %d genes measured; CP10k library sizes need all measured genes, not just the panel",
                         source, adata.n_vars)
 
+        # the whole algorithm as one matrix over the input's (deduplicated) genes: absent panel genes are zero rows
+        folded = self.folded
+        projection = np.asarray(select @ folded.matrix, dtype=np.float32)
+
         def latent(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
             block = sp.csr_matrix(block, dtype=np.float32)
             if block.data.size and (block.data.min() < 0 or not np.array_equal(block.data, np.round(block.data))):
@@ -218,8 +225,8 @@ class Head:
                                  "expected; name the raw-count layer with --counts-layer (counts_layer)")
             if dedup is not None:
                 block = block[:, dedup]
-            return _embed(self.fmap, self.adaptor, sp.csr_matrix(_log_cp10k(block, target_sum=TARGET_SUM) @ select),
-                          batch_size)
+            z = _log_cp10k(block, target_sum=TARGET_SUM) @ projection
+            return np.asarray(z, dtype=np.float32) + folded.offset
 
         Z = map_rows(latent, counts, batch_size=batch_size)
         pred = self.readouts.predict(Z, index=adata.obs_names)
@@ -297,7 +304,7 @@ def build_head(
     if absent:
         raise InputError(f"{source}: {len(absent)} panel genes absent from var_names (e.g. {absent[:3]}); pass the "
                          "prepared panel the feature map was built on")
-    Z = _embed(fmap, adaptor, train_adata[:, fmap.genes].X, batch_size)
+    Z = fold(fmap, adaptor).transform(train_adata[:, fmap.genes].X, batch_size=batch_size)
     readouts = fit_readouts(Z, train_adata.obs, subtypes=subtypes, seed=seed)
     obs = train_adata.obs
     meta = {

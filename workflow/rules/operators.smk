@@ -5,7 +5,7 @@
 rule export_operators:
     input:
         unpack(operator_checkpoint),
-        h5ad="results/data/reference.h5ad",
+        h5ad="results/data/benchmark.h5ad",
         reference_donors="results/data/reference_donors.txt",
         genes="results/data/gene_panel.txt",
     output:
@@ -23,6 +23,7 @@ rule export_operators:
         gpu=1,
     params:
         operators=config["operators"],
+        device=config["model"]["device"],
         seed=SEED,
     script:
         "../scripts/operators.py"

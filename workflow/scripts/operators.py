@@ -48,19 +48,27 @@ def reference_anchors(genes):
 if rule == "export_operators":
     import torch
 
-    from fmextract.operators import export_operators, save_operators
-    from fmextract.scgpt import load_scgpt
+    from fmextract.chunks import open_backed, read_rows
+    from fmextract.operators import context_cells, export_operators, save_operators
+    from fmextract.scgpt import load_scgpt, resolve_device
 
     torch.set_num_threads(snakemake.threads)
     cfg = snakemake.params.operators
-    model = load_scgpt(str(snakemake.input["args.json"]).rsplit("/", 1)[0])
-    panel = ad.read_h5ad(snakemake.input.h5ad)
-    context = panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors))]
+    device = resolve_device(snakemake.params.device)
+    model = load_scgpt(str(snakemake.input["args.json"]).rsplit("/", 1)[0], device=device)
+    with open_backed(snakemake.input.h5ad) as panel:  # the benchmark panel: panel genes only, on disk
+        reference = np.flatnonzero(panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors)).to_numpy())
+        rows = np.zeros(panel.n_obs, dtype=bool)
+        rows[reference[context_cells(len(reference), cfg["n_context"], snakemake.params.seed)]] = True
+        counts = read_rows(panel.layers["counts"], rows)  # the sampled context cells' counts, nothing else
+        context = ad.AnnData(obs=panel.obs[rows].copy(), var=panel.var.copy(), layers={"counts": counts})
+    log.info("%d context cells of %d reference-donor cells read from %s; model on %s", context.n_obs, len(reference),
+             snakemake.input.h5ad, device)
     ops = export_operators(
-        model, context, genes=read_lines(snakemake.input.genes), n_context=cfg["n_context"],
+        model, context, genes=read_lines(snakemake.input.genes), n_context=context.n_obs,
         definition=cfg["definition"], seed=snakemake.params.seed, batch_size=cfg["batch_size"],
     )
-    log.info("exported %s operators %s from %d context cells", cfg["definition"], ops.operators.shape, cfg["n_context"])
+    log.info("exported %s operators %s from %d context cells", cfg["definition"], ops.operators.shape, context.n_obs)
     save_operators(ops, snakemake.output[0])
 
 elif rule == "head_screen":

@@ -1,0 +1,47 @@
+# Per-cell caches computed ONCE per panel and read by every split (as the paper did): frozen scGPT embeddings for
+# the frozen-embedding baselines, and the frozen latent of every (feature map, adaptor) pair for the extracted methods.
+
+
+rule embed_cells:
+    input:
+        unpack(operator_checkpoint),
+        h5ad=dataset_path,
+    output:
+        "results/embeddings/{model}/{dataset}.h5",
+    log:
+        "results/logs/embed_cells/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/embed_cells/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/scgpt.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=1440,
+        gpu=1,
+    params:
+        model=config["model"],
+        seed=SEED,
+    script:
+        "../scripts/cache.py"
+
+
+rule frozen_latent:
+    input:
+        feature_map="results/operators/{feature}.npz",
+        adaptor="results/adaptor/{feature}_{mode}.npz",
+        h5ad="results/data/benchmark.h5ad",
+    output:
+        "results/latent/{feature}_{mode}.h5",
+    log:
+        "results/logs/frozen_latent/{feature}_{mode}.log",
+    benchmark:
+        "results/benchmarks/frozen_latent/{feature}_{mode}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=30,
+    script:
+        "../scripts/cache.py"
