@@ -214,18 +214,31 @@ class Head:
             log.warning("%s: only %d genes measured; CP10k library sizes need all measured genes, not just the panel",
                         source, adata.n_vars)
 
-        # the whole algorithm as one matrix over the input's (deduplicated) genes: absent panel genes are zero rows
+        # Per batch, only the panel columns are normalised: the pipeline's log1p(CP10k) (`_log_cp10k`, scanpy) runs on
+        # [panel columns | one column with the rest of each cell's counts], so every library size is the cell's total
+        # over all (deduplicated) genes, exactly as on the full matrix; the rest column is then dropped and the whole
+        # algorithm is one product with the folded G x d matrix. Absent panel genes are empty columns.
         folded = self.folded
-        projection = np.asarray(select @ folded.matrix, dtype=np.float32)
+        kept = np.flatnonzero(dedup) if dedup is not None else np.arange(adata.n_vars)
+        sel = select.tocoo()
+        to_panel = sp.csr_matrix((sel.data, (kept[sel.row], sel.col)), shape=(adata.n_vars, n_genes))
+        library = None if dedup is None else dedup.astype(np.float32)
+
+        def integral(values: np.ndarray) -> bool:
+            return bool(np.array_equal(values, np.round(values)))
 
         def latent(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
             block = sp.csr_matrix(block, dtype=np.float32)
-            if block.data.size and (block.data.min() < 0 or not np.array_equal(block.data, np.round(block.data))):
+            totals = np.asarray(block.sum(axis=1) if library is None else block @ library, dtype=np.float64).ravel()
+            panel = sp.csr_matrix(block @ to_panel)
+            # raw counts: no negative value, every panel entry and every cell's total integral (a total of non-integer
+            # values is integral only by accident; float32 sums of counts are exact below 2**24)
+            if block.data.size and (block.data.min() < 0 or not integral(totals) or not integral(panel.data)):
                 raise InputError(f"{source}: {where} holds non-integer or negative values, but raw counts are "
                                  "expected; name the raw-count layer with --counts-layer (counts_layer)")
-            if dedup is not None:
-                block = block[:, dedup]
-            z = _log_cp10k(block, target_sum=TARGET_SUM) @ projection
+            rest = (totals - np.asarray(panel.sum(axis=1), dtype=np.float64).ravel()).astype(np.float32)
+            normalised = _log_cp10k(sp.hstack([panel, sp.csr_matrix(rest[:, None])], format="csr"), target_sum=TARGET_SUM)
+            z = sp.csr_matrix(normalised)[:, :n_genes] @ folded.matrix
             return np.asarray(z, dtype=np.float32) + folded.offset
 
         Z = map_rows(latent, counts, batch_size=batch_size)

@@ -29,9 +29,18 @@ def load_ruler():
 
 
 def reference_cells(genes):
-    """Reference donors' cells of the benchmark panel, columns in `genes` order."""
-    panel = ad.read_h5ad(snakemake.input.h5ad)
-    return panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors)), genes].copy()
+    """Reference donors' cells of the benchmark panel (log1p X only, read backed), columns in `genes` order."""
+    from fmextract.chunks import open_backed, read_rows
+    from fmextract.errors import InputError
+
+    with open_backed(snakemake.input.h5ad) as panel:
+        rows = panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors)).to_numpy()
+        cols = panel.var_names.get_indexer(genes)
+        if (cols < 0).any():
+            raise InputError(f"{snakemake.input.h5ad}: {int((cols < 0).sum())} feature-map genes are absent; rebuild the "
+                             "feature map from this panel")
+        return ad.AnnData(X=read_rows(panel.X, rows, columns=cols), obs=panel.obs[rows].copy(),
+                          var=panel.var.iloc[cols].copy())
 
 
 def reference_anchors(genes):
