@@ -15,6 +15,8 @@ rule embed_cells:
     conda:
         "../../envs/scgpt.yaml"
     threads: 2
+    # measured (benchmarks/results/caches.md, full-size random checkpoint, 1,200-gene panel): peak RSS 1.6 GB; CPU
+    # 3.1 cells/s per core, i.e. ~51 core-hours for 564k cells -- a GPU job (the paper's cache build: 1.4 h)
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=1440,
@@ -40,8 +42,9 @@ rule frozen_latent:
     conda:
         "../../envs/core.yaml"
     threads: 1
+    # measured at 564,253 x 1,200 (benchmarks/results/caches.md): 8.5 s, peak RSS 0.33 GB
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=10,
     script:
         "../scripts/cache.py"
