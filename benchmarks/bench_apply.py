@@ -23,17 +23,17 @@ Usage: python benchmarks/bench_apply.py [--n-cells 564253] [--workdir DIR] [--ou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness  # noqa: E402  (the shared driver, beside this script)
+
 STEPS = ("generate", "head", "floor", "apply", "apply_copy")
 TARGET_S, TARGET_GB = 30.0, 4.0
 
@@ -188,21 +188,6 @@ def step_apply_copy(args: argparse.Namespace, work: Path) -> dict:
     return _apply(work)
 
 
-def spawn(step: str, argv: list[str], work: Path) -> dict:
-    """Run one step in a fresh process; its wall time and its own (and its children's) peak RSS."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, *argv, "--step", step, "--workdir", str(work)],
-                            stdout=subprocess.PIPE)
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status:
-        raise SystemExit(f"step {step} failed (status {status})")
-    report = json.loads(stdout.decode().strip().splitlines()[-1])
-    report.update(wall_s=wall, peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
-    return report
-
-
 def markdown(args: argparse.Namespace, reports: dict[str, dict]) -> str:
     """The results table."""
     gen = reports.get("generate", {})
@@ -232,29 +217,7 @@ def markdown(args: argparse.Namespace, reports: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run every step in a fresh process, print and write the table."""
-    args = parse_args(argv)
-    if args.step:
-        print(json.dumps(globals()[f"step_{args.step}"](args, args.workdir)))
-        return
-    argv = [a for a in (argv if argv is not None else sys.argv[1:])]
-    keep = args.workdir is not None
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_apply_"))
-    work.mkdir(parents=True, exist_ok=True)
-    base = [a for i, a in enumerate(argv) if a != "--workdir" and (i == 0 or argv[i - 1] != "--workdir")]
-    reports = {}
-    try:
-        for step in STEPS:
-            if step in args.skip or (step == "generate" and (work / "standin.h5ad").exists() and keep):
-                continue
-            reports[step] = spawn(step, base, work)
-            print(f"{step}: {reports[step]['wall_s']:.1f} s, {reports[step]['peak_rss_gb']:.2f} GB", flush=True)
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-    table = markdown(args, reports)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
+    harness.run(__file__, parse_args(argv), argv, STEPS, globals(), markdown, reuse={"generate": "standin.h5ad"})
 
 
 if __name__ == "__main__":

@@ -21,17 +21,16 @@ Usage: python benchmarks/bench_caches.py [--n-cells 564253] [--embed-cells 200] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness  # noqa: E402  (the shared driver, beside this script)
+
 STEPS = ("panel", "latent", "embed", "read")
 
 
@@ -109,7 +108,6 @@ def step_latent(args: argparse.Namespace, work: Path) -> dict:
 
 def step_embed(args: argparse.Namespace, work: Path) -> dict:
     """The embed_cells rule's code on the panel's first `--embed-cells` cells, full-size random model, CPU."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import anndata as ad
     import numpy as np
     import torch
@@ -157,20 +155,6 @@ def step_read(args: argparse.Namespace, work: Path) -> dict:
     return {"work_s": time.perf_counter() - start, "views_s": views_s, "n_train": train.n_obs, "n_test": test.n_obs}
 
 
-def spawn(step: str, argv: list[str], work: Path) -> dict:
-    """Run one step in a fresh process; its wall time and peak RSS."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, *argv, "--step", step, "--workdir", str(work)],
-                            stdout=subprocess.PIPE)
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status:
-        raise SystemExit(f"step {step} failed (status {status})")
-    report = json.loads(stdout.decode().strip().splitlines()[-1])
-    report.update(wall_s=time.perf_counter() - start, peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
-    return report
-
-
 def markdown(args: argparse.Namespace, reports: dict[str, dict]) -> str:
     """The results table."""
     notes = {
@@ -192,30 +176,8 @@ def markdown(args: argparse.Namespace, reports: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the steps, print and write the table."""
-    args = parse_args(argv)
-    if args.step:
-        print(json.dumps(globals()[f"step_{args.step}"](args, args.workdir)))
-        return
-    argv = list(argv if argv is not None else sys.argv[1:])
-    keep = args.workdir is not None
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_caches_"))
-    work.mkdir(parents=True, exist_ok=True)
-    base = [a for i, a in enumerate(argv) if a != "--workdir" and (i == 0 or argv[i - 1] != "--workdir")]
-    reports = {}
-    try:
-        for step in STEPS:
-            if step in args.skip or (step == "panel" and keep and (work / "benchmark.h5ad").exists()):
-                continue
-            reports[step] = spawn(step, base, work)
-            print(f"{step}: {reports[step]['wall_s']:.1f} s, {reports[step]['peak_rss_gb']:.2f} GB", flush=True)
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-    table = markdown(args, reports)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
+    """Run every step in a fresh process, print and write the table."""
+    harness.run(__file__, parse_args(argv), argv, STEPS, globals(), markdown, reuse={"panel": "benchmark.h5ad"})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from fmextract import cache
 from fmextract.adaptor import Adaptor
 from fmextract.chunks import open_backed
 from fmextract.errors import InputError
-from fmextract.features import FeatureMap, low_rank_map, pooled_drift_map, sparse_map
+from fmextract.features import low_rank_map, pooled_drift_map, sparse_map
 from fmextract.latent import fold, write_latent_cache
 
 G = 80

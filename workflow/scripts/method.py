@@ -1,6 +1,5 @@
 """Rule run_method: run workflow/methods/<method>.py on one split and score it."""
 
-import json
 import logging
 import time
 
