@@ -14,7 +14,9 @@ rule embed_cells:
         "results/benchmarks/embed_cells/{model}/{dataset}.tsv"
     conda:
         "../../envs/scgpt.yaml"
-    threads: 2
+    # one thread: on a GPU the forward pass is not CPU-bound; on CPU a 2-thread job starves behind the 1-thread split
+    # jobs (it only starts when both cores are free at once) and torch stalls with more threads than free cores
+    threads: 1
     # measured (benchmarks/results/caches.md, full-size random checkpoint, 1,200-gene panel): peak RSS 1.6 GB; CPU
     # 3.1 cells/s per core, i.e. ~51 core-hours for 564k cells -- a GPU job (the paper's cache build: 1.4 h)
     resources:
