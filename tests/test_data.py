@@ -78,6 +78,29 @@ def test_gene_panel_uses_reference_donors_only(counts_panel, stage_table):
     assert a == b and len(a) == 10
 
 
+def test_gene_panel_equals_scanpy_on_the_explicitly_filtered_matrix(counts_panel, stage_table):
+    """One copy of the reference counts (vocab columns read chunk-wise, undetected genes kept): same HVGs, same order
+    as seurat_v3 on the reference cells' in-vocabulary, detected genes."""
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    panel, _ = data.harmonise(counts_panel, stage_table, source="p", **KEYS)
+    counts = panel.layers["counts"].toarray()
+    ref = panel.obs["donor"].isin(["D0", "D1"]).to_numpy()
+    counts[np.ix_(ref, [3, 7])] = 0  # genes never detected in the reference donors
+    panel.layers["counts"] = sp.csr_matrix(counts)
+    vocab = [g for g in panel.var_names if g not in ("G1", "G2")]
+    genes = data.select_gene_panel(panel, reference_donors=["D0", "D1"], n_genes=12, vocab=vocab,
+                                   min_vocab_overlap=0.5, source="p")
+    keep = panel.var_names.isin(vocab) & (counts[ref].sum(0) > 0)
+    expected = ad.AnnData(X=sp.csr_matrix(counts[ref][:, keep]), var=pd.DataFrame(index=panel.var_names[keep]))
+    hvg = sc.pp.highly_variable_genes(expected, flavor="seurat_v3", n_top_genes=12, inplace=False)
+    assert genes == hvg[hvg["highly_variable"]].sort_values("highly_variable_rank").index.tolist()
+    assert not {"G1", "G2", "G3", "G7"} & set(genes)
+
+
 def test_gene_panel_vocab_overlap_error(counts_panel, stage_table):
     panel, _ = data.harmonise(counts_panel, stage_table, source="p", **KEYS)
     with pytest.raises(InputError, match=r"only 10.0% of genes are in the model vocabulary.*feature_name"):

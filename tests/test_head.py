@@ -12,6 +12,7 @@ from fmextract.adaptor import Adaptor
 from fmextract.errors import InputError
 from fmextract.features import FeatureMap, hard_sparse_map, low_rank_map
 from fmextract.head import LATENT_KEY, Head, build_head
+from fmextract.latent import fold, write_latent_cache
 from fmextract.metrics import endpoint_metrics
 from fmextract.readouts import fit_readouts
 from fmextract.simulate import simulate_panel
@@ -112,14 +113,13 @@ def test_save_load_roundtrip_is_one_pickle_free_file(kind, parts, panel, raw, tm
 
 def test_apply_equals_the_pipeline_path(head, applied, parts, panel, root, tmp_path):
     """Raw test cells through the head == the pipeline's extracted method + shared readouts on the same cells."""
-    fmap, adaptor = parts
-    fmap.save(tmp_path / "fmap.npz")
-    adaptor.save(tmp_path / "adaptor.npz")
+    fmap, adaptor = parts  # the pipeline: the frozen latent of every panel cell cached once, each split reads rows
+    write_latent_cache(fold(fmap, adaptor), panel, tmp_path / "latent.h5")
     split_table = pd.DataFrame([("split000", d, "train") for d in TRAIN] + [("split000", d, "test") for d in TEST],
                                columns=["split", "donor", "role"])
     train, test, truth = methods.split_views(panel, split_table, "split000", max_train_cells=10**6, seed=0)
     module = methods.load_method(root / "workflow" / "methods" / "extracted.py", "embedding")
-    params = {"inputs": {"feature_map": str(tmp_path / "fmap.npz"), "adaptor": str(tmp_path / "adaptor.npz")}}
+    params = {"inputs": {"latent": str(tmp_path / "latent.h5")}}
     checked = methods.check_output("embedding", module.embed(train, test, params), train, test, "extracted")
     values, n_params = methods.evaluate("embedding", checked, train, truth, subtypes=SUBTYPES, seed=0)
 

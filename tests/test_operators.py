@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from fmextract.errors import InputError
-from fmextract.operators import Operators, export_operators, load_operators, save_operators
+from fmextract.operators import Operators, context_cells, export_operators, load_operators, save_operators
 from fmextract.scgpt import binning, build_demo_model, gene_ids_for, tokenize_all_genes
 
 torch.set_num_threads(1)
@@ -51,6 +51,16 @@ def test_deterministic_batch_invariant_and_seeded(model, adata):
     assert np.array_equal(a, export_operators(model, adata, seed=0, batch_size=5, **kw).operators)
     assert np.allclose(a, export_operators(model, adata, seed=0, batch_size=12, **kw).operators, atol=1e-6)
     assert not np.allclose(a, export_operators(model, adata, seed=1, batch_size=5, **kw).operators, atol=1e-6)
+
+
+def test_export_from_the_presampled_context_cells_equals_export_from_the_panel(model, adata):
+    """The rule reads only the sampled context cells' rows (context_cells) and exports from them alone."""
+    kw = dict(genes=PANEL, seed=4, batch_size=5, progress=False)
+    full = export_operators(model, adata, n_context=9, **kw)
+    picked = context_cells(adata.n_obs, 9, 4)
+    assert len(picked) == 9 and np.all(np.diff(picked) > 0)
+    alone = export_operators(model, adata[picked].copy(), n_context=len(picked), **kw)
+    np.testing.assert_array_equal(alone.operators, full.operators)
 
 
 def test_counts_layer_is_used_and_x_is_the_fallback(model, adata):

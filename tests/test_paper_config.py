@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from test_workflow import copy_workflow
@@ -14,12 +15,28 @@ from test_workflow import copy_workflow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_paper_config_plans_88_splits_for_every_method(tmp_path):
-    work = copy_workflow(tmp_path)
+@pytest.fixture(scope="module")
+def paper_plan(tmp_path_factory) -> tuple[Path, str]:
+    """The dry-run plan of config/paper.yaml in a copy of the workflow (no data present): (workdir, output)."""
+    work = copy_workflow(tmp_path_factory.mktemp("paper"))
     cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile", "config/paper.yaml"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
+    return work, out
+
+
+def planned_jobs(out: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, {field: value}) of every job block in a dry-run output."""
+    jobs = []
+    for m in re.finditer(r"^rule (\w+):\n((?:    .*\n?)+)", out, re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), re.M))
+        jobs.append((m.group(1), fields))
+    return jobs
+
+
+def test_paper_config_plans_88_splits_for_every_method(paper_plan):
+    work, out = paper_plan
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
     cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     methods = cfg["methods"]
@@ -29,6 +46,28 @@ def test_paper_config_plans_88_splits_for_every_method(tmp_path):
     assert counts["download"] == counts["verify_download"] == len(cfg["downloads"])
     assert "simulate" not in counts  # nothing of the demo leaks into the paper run
     assert not (work / "resources" / "atlas").exists()
+
+
+def test_frozen_embeddings_once_per_model_and_panel_and_no_split_job_loads_the_transformer(paper_plan):
+    """The paper's expensive forward pass happens once (rule embed_cells); split jobs read cached rows only."""
+    _, out = paper_plan
+    jobs = planned_jobs(out)
+    embed = [fields["output"] for rule, fields in jobs if rule == "embed_cells"]
+    assert embed == ["results/embeddings/trained/benchmark.h5"]  # one job per (model, panel) the methods declare
+    loads_model = {rule for rule, fields in jobs if "best_model.pt" in fields.get("input", "")}
+    assert loads_model == {"embed_cells", "export_operators", "untrained_model", "verify_download"}  # last: sha256
+    assert sum(rule == "export_operators" for rule, _ in jobs) == 2  # trained and untrained: once each
+    split_jobs = [(rule, fields) for rule, fields in jobs if "split=" in fields.get("wildcards", "")]
+    assert split_jobs and not any("best_model.pt" in f.get("input", "") for _, f in split_jobs)
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    for name, spec in cfg["methods"].items():  # nor does any method's code
+        code = (ROOT / "workflow" / "methods" / f"{spec.get('file', name)}.py").read_text()
+        assert "load_scgpt" not in code and "embed_cells(" not in code, name
+    probe = [f["input"] for r, f in jobs if r == "run_method" and "method=mlp_probe" in f.get("wildcards", "")]
+    assert len(probe) == 40 and all("results/embeddings/trained/benchmark.h5" in i for i in probe)
+    latents = {f["output"] for r, f in jobs if r == "frozen_latent"}
+    assert latents == {f"results/latent/{f}.h5" for f in
+                       ("pooled_drift_cell", "pooled_drift_anchor", "top1_cell", "top3_cell", "untrained_pooled_drift_cell")}
 
 
 def _pins(requirements) -> dict[str, str]:

@@ -15,11 +15,13 @@ from fmextract.scgpt import (
     ScGPT,
     binning,
     build_demo_model,
+    cell_seeds,
     embed_cells,
     gene_ids_for,
     load_scgpt,
     pretrain,
     read_vocab,
+    resolve_device,
     save_scgpt,
     tokenize_all_genes,
     untrained_copy,
@@ -283,6 +285,67 @@ def test_embed_cells_shape_determinism_and_batch_invariance():
     assert np.array_equal(short[0], short[1]) and not np.allclose(short[0], short[2])
     with pytest.raises(InputError, match="pooling"):
         embed_cells(model, data, names, pooling="max")
+
+
+def test_a_cells_embedding_does_not_depend_on_its_batch_chunk_or_split():
+    """With cell ids, binning tie-breaks and the gene-subset draw are seeded per cell: any subset, any order, any
+    batch or chunk size gives each cell the same tokens (exactly) and the same embedding (up to float32 summation
+    order: a batch's padded length changes BLAS blocking by ~1e-7). The cache then serves every split one stored row
+    (tests/test_cache.py)."""
+    model, _, _ = tiny()
+    counts = program_counts(40)
+    counts[::3, 6:] = 0  # cells of different lengths: batches are padded differently
+    ids = [f"cell{i}" for i in range(40)]
+    kw = dict(pooling="avg", progress=False, seed=3)
+    for max_len in (None, 6):  # all non-zero genes, or a seeded random subset of 5 of them
+        whole = embed_cells(model, counts, GENES, batch_size=8, max_len=max_len, cell_ids=ids, **kw)
+        subset = np.random.default_rng(1).permutation(40)[:25]
+        part = embed_cells(model, counts[subset], GENES, batch_size=3, chunk_size=7, max_len=max_len,
+                           cell_ids=[ids[i] for i in subset], **kw)
+        np.testing.assert_allclose(part, whole[subset], rtol=0, atol=1e-6)
+        # without cell ids one stream is consumed cell after cell (scGPT's embed_data): the same cells differ
+        stream = [embed_cells(model, c, GENES, batch_size=8, max_len=max_len, **kw) for c in (counts, counts[subset])]
+        assert not np.allclose(stream[0][subset], stream[1], atol=1e-4)
+    other_seed = embed_cells(model, counts, GENES, batch_size=8, max_len=6, cell_ids=ids, pooling="avg",
+                             progress=False, seed=4)
+    assert not np.allclose(other_seed, whole, atol=1e-4)  # the config seed enters every cell's draws
+    bins = binning(sp.csr_matrix(counts), 51, row_seeds=cell_seeds(ids, 3))
+    again = binning(sp.csr_matrix(counts[subset]), 51, row_seeds=cell_seeds([ids[i] for i in subset], 3))
+    assert (bins[subset] != again).nnz == 0
+    with pytest.raises(InputError, match="one id per cell"):
+        embed_cells(model, counts, GENES, cell_ids=ids[:3], progress=False)
+
+
+def test_cell_seeds_are_stable_and_distinct():
+    seeds = cell_seeds(["AAAC-1", "AAAG-1", "AAAC-1"], 0)
+    assert seeds.dtype == np.uint32 and seeds.shape == (3, 2)
+    assert np.array_equal(seeds[0], seeds[2]) and not np.array_equal(seeds[0], seeds[1])
+    assert not np.array_equal(cell_seeds(["AAAC-1"], 1)[0], seeds[0])
+    assert cell_seeds(["AAAC-1"], 0).tolist() == seeds[:1].tolist()  # a fixed hash, not Python's salted hash()
+
+
+@pytest.mark.parametrize("precision, bound", [("bf16", 0.05), ("fp16", 0.01)])
+def test_reduced_precision_embeddings_stay_close_to_fp32(precision, bound):
+    """bf16 / fp16 autocast of the forward pass (GPU throughput) against fp32, on CPU autocast."""
+    model, _, _ = tiny()
+    counts = program_counts(30)
+    ids = [f"c{i}" for i in range(30)]
+    full = embed_cells(model, counts, GENES, pooling="avg", cell_ids=ids, progress=False)
+    low = embed_cells(model, counts, GENES, pooling="avg", cell_ids=ids, progress=False, precision=precision)
+    assert low.dtype == np.float32 and not np.array_equal(low, full)  # the autocast really ran
+    assert np.abs(low - full).max() < bound and (low * full).sum(1).min() > 0.999  # unit rows: cosine similarity
+    with pytest.raises(InputError, match="precision"):
+        embed_cells(model, counts, GENES, precision="int8", progress=False)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(InputError, match="model.device"):
+        resolve_device("tpu")
 
 
 # ------------------------------------------------------------------------------------------------------ pretraining

@@ -149,6 +149,14 @@ def test_summary_runtime_parameters(run):
     assert set(params.loc[params["role"] != "adaptor", "fitted"]) == {"per_split"}
     adaptor = params[(params["method"] == "extracted") & (params["role"] == "adaptor")]["n_parameters"].iloc[0]
     assert adaptor == 10 * 2 * 60  # d_latent x pooled-drift features (2 x 60 genes)
+    cost = table(run, "runtime_summary.tsv").set_index("method")  # one-time cache builds vs per-split cost
+    assert set(cost.index) == set(methods(run)) and (cost["campaign_splits"] == 12).all()
+    assert "frozen_latent pooled_drift_cell" in cost.loc["extracted", "one_time_steps"]
+    assert "embed_cells trained/benchmark" in cost.loc["mlp_probe", "one_time_steps"]
+    assert cost.loc["raw", "one_time_seconds"] == 0 and cost.loc["extracted", "campaign_ratio"] == 1
+    np.testing.assert_allclose(cost["campaign_seconds"],
+                               cost["one_time_seconds"] + 12 * cost["per_split_seconds"], rtol=1e-9)
+    assert (run / "results" / "embeddings" / "trained" / "benchmark.h5").is_file()
 
 
 def test_untrained_control_runs_the_extracted_pipeline_on_fresh_weights(run):

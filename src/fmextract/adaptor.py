@@ -195,3 +195,4 @@ def balanced_sample(labels: pd.Series, *, per_label: int, seed: int) -> np.ndarr
         index = labels.dropna().index.to_numpy()[pos]
         picks.append(rng.choice(index, size=min(per_label, len(index)), replace=False))
     return np.sort(np.concatenate(picks)) if picks else np.array([], dtype=int)
+

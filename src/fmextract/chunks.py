@@ -54,16 +54,32 @@ def row_blocks(m: Matrix, *, chunk_size: int = CHUNK_ROWS) -> Iterator[tuple[int
         yield start, stop, block
 
 
-def read_rows(m: Matrix, rows: np.ndarray, *, chunk_size: int = CHUNK_ROWS) -> sp.csr_matrix:
-    """Rows of `m` selected by a boolean mask (in order) as one CSR matrix, reading on-disk data chunk by chunk."""
+def read_rows(
+    m: Matrix, rows: np.ndarray, *, columns: np.ndarray | None = None, chunk_size: int = CHUNK_ROWS
+) -> sp.csr_matrix:
+    """Rows of `m` selected by a boolean mask (in order) as one CSR matrix, reading on-disk data chunk by chunk.
+
+    `columns` (integer positions) selects columns inside each chunk, so only the wanted block is ever held whole.
+    """
     rows = np.asarray(rows, dtype=bool)
     if rows.shape[0] != m.shape[0]:
         raise ValueError(f"row mask has {rows.shape[0]} entries for {m.shape[0]} rows")
+    select = (lambda b: b) if columns is None else (lambda b: b[:, columns])
     if not is_on_disk(m):
-        return sp.csr_matrix(sp.csr_matrix(m)[rows] if sp.issparse(m) else np.asarray(m)[rows])
-    parts = [sp.csr_matrix(block[rows[s:e]]) for s, e, block in row_blocks(m, chunk_size=chunk_size) if rows[s:e].any()]
+        return sp.csr_matrix(select(sp.csr_matrix(m)[rows] if sp.issparse(m) else np.asarray(m)[rows]))
+    if isinstance(m, CSCDataset):
+        log.warning("reading a CSC matrix on disk by rows is slow; rewrite the file with CSR X/layers for atlas-scale data")
+    parts = []
+    for start in range(0, m.shape[0], chunk_size):
+        wanted = np.flatnonzero(rows[start : start + chunk_size])
+        if wanted.size:  # read only the span of this chunk that holds wanted rows
+            lo, hi = start + wanted[0], start + wanted[-1] + 1
+            block = m[lo:hi]
+            block = sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
+            parts.append(sp.csr_matrix(select(block[wanted - wanted[0]])))
+    n_cols = m.shape[1] if columns is None else len(columns)
     if not parts:
-        return sp.csr_matrix((0, m.shape[1]), dtype=m.dtype)
+        return sp.csr_matrix((0, n_cols), dtype=m.dtype)
     return sp.csr_matrix(sp.vstack(parts, format="csr"))
 
 

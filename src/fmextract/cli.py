@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from fmextract.errors import InputError
 
@@ -27,19 +29,53 @@ by --counts-layer (or raw.X), else layers['counts'], else X if it holds integers
 file works as it ships (normalised X, counts in raw.X). The head applies the pipeline's log1p(CP10k)
 normalisation itself. Genes are matched by symbol: var_names, the var column named by --gene-symbol-column,
 or feature_name when var_names are Ensembl ids (CELLxGENE).
+INPUT is read batch by batch (memory: one batch of cells), so atlases of any size work; with
+--annotations-only OUTPUT holds obs, obsm and uns alone (no copy of the expression matrices).
 """
 
 
-def _read_h5ad(path: str):
-    """An .h5ad read into memory; a missing or unreadable file raises a one-line InputError."""
-    import anndata as ad
+@contextmanager
+def _open_input(path: str) -> Iterator:
+    """The input .h5ad with obs/var in memory and every matrix on disk; unreadable input -> one-line InputError."""
+    from fmextract.chunks import open_backed
 
     if not Path(path).is_file():
         raise InputError(f"{path}: input file not found; pass an existing .h5ad with raw counts")
+    opened = open_backed(path)
     try:
-        return ad.read_h5ad(path)
+        adata = opened.__enter__()
     except (OSError, KeyError, ValueError) as err:
         raise InputError(f"{path}: cannot be read as .h5ad ({type(err).__name__}); pass an AnnData .h5ad file") from None
+    try:
+        yield adata
+    finally:
+        opened.__exit__(None, None, None)
+
+
+def _write_output(source: str, path: str, adata, *, annotations_only: bool) -> None:
+    """OUTPUT, atomically: INPUT's bytes with obs replaced and the head's obsm/uns entries added, or those alone."""
+    import anndata as ad
+    import h5py
+    from anndata.io import write_elem
+
+    from fmextract.io import atomic_path
+
+    entries = {"obsm": dict(adata.obsm), "uns": {"fmextract": adata.uns["fmextract"]}}
+    with atomic_path(path) as tmp:
+        if annotations_only:
+            ad.AnnData(obs=adata.obs, **entries).write_h5ad(tmp)
+            return
+        shutil.copyfile(source, tmp)  # the input as it is (matrices, raw, layers untouched), then the annotations
+        with h5py.File(tmp, "r+") as f:
+            del f["obs"]
+            write_elem(f, "obs", adata.obs)
+            for group, items in entries.items():
+                if group not in f:
+                    write_elem(f, group, {})
+                for key, value in items.items():
+                    if key in f[group]:
+                        del f[group][key]
+                    write_elem(f[group], key, value)
 
 
 MAIN_EXAMPLES = """\
@@ -62,18 +98,17 @@ example:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    """`fmextract apply`: load, apply, write atomically; print coverage and timing."""
-    from fmextract.data import write_h5ad
+    """`fmextract apply`: load, apply (input read batch by batch), write atomically; print coverage and timing."""
     from fmextract.head import LATENT_KEY, PREFIX, Head
 
     t0 = time.perf_counter()
     head = Head.load(args.head)
-    adata = _read_h5ad(args.input)
-    t1 = time.perf_counter()
-    head.apply(adata, counts_layer=args.counts_layer, gene_symbol_column=args.gene_symbol_column,
-               min_coverage=args.min_coverage, batch_size=args.batch_size, source=args.input, inplace=True)
-    t2 = time.perf_counter()
-    write_h5ad(adata, args.output)
+    with _open_input(args.input) as adata:
+        t1 = time.perf_counter()
+        head.apply(adata, counts_layer=args.counts_layer, gene_symbol_column=args.gene_symbol_column,
+                   min_coverage=args.min_coverage, batch_size=args.batch_size, source=args.input, inplace=True)
+        t2 = time.perf_counter()
+    _write_output(args.input, args.output, adata, annotations_only=args.annotations_only)
     t3 = time.perf_counter()
     info = adata.uns["fmextract"]
     print(f"{args.input}: {adata.n_obs:,} cells; {info['n_genes_found']} of {info['n_panel_genes']} panel genes found "
@@ -145,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail if fewer than this fraction of panel genes is found (default: %(default)s)")
     p.add_argument("--batch-size", metavar="N", type=_positive_int, default=BATCH_ROWS,
                    help="cells per batch; bounds memory (default: %(default)s)")
+    p.add_argument("--annotations-only", action="store_true",
+                   help="write obs, obsm and uns only, not a copy of the input's matrices (fast for atlases)")
     p.set_defaults(func=_apply)
     p = sub.add_parser("info", help="describe a head file", description="Print what a head file holds.",
                        epilog=INFO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -300,8 +300,10 @@ def select_gene_panel(
     """Pick `n_genes` seurat_v3 HVGs on the reference donors' counts, restricted to the model vocabulary.
 
     Genes outside the vocabulary are removed before ranking, so the panel has `n_genes` genes
-    whenever the vocabulary covers enough of them. Only the reference donors' counts are materialised, so a
-    backed panel (`open_backed`) works at atlas scale.
+    whenever the vocabulary covers enough of them. Only the reference donors' counts of in-vocabulary genes are
+    materialised, once (rows and columns selected chunk by chunk), so a backed panel (`open_backed`) works at atlas
+    scale. Genes never detected in those cells have zero variance, which seurat_v3 leaves out of its fit and ranks
+    last, so they need no extra filtering copy.
     """
     import scanpy as sc
 
@@ -315,11 +317,10 @@ def select_gene_panel(
             f"{min_vocab_overlap}); check data.gene_symbol_column (CELLxGENE files keep symbols in 'feature_name')"
         )
     rows = adata.obs["donor"].isin(list(reference_donors)).to_numpy()
-    counts = read_rows(adata.layers["counts"], rows)  # reference donors only, also from a backed panel
-    cols = in_vocab & (np.asarray(counts.sum(axis=0)).ravel() > 0)
-    ref = ad.AnnData(X=counts if cols.all() else counts[:, cols], var=pd.DataFrame(index=adata.var_names[cols]))
-    del counts
-    n = min(n_genes, ref.n_vars)
+    ref = ad.AnnData(X=read_rows(adata.layers["counts"], rows, columns=np.flatnonzero(in_vocab)),
+                     var=pd.DataFrame(index=adata.var_names[in_vocab]))
+    detected = int((np.asarray(ref.X.sum(axis=0)).ravel() > 0).sum())
+    n = min(n_genes, detected)
     hvg = sc.pp.highly_variable_genes(ref, flavor="seurat_v3", n_top_genes=n, inplace=False)
     ranked = hvg[hvg["highly_variable"]].sort_values("highly_variable_rank").index
     return [str(g) for g in ranked]

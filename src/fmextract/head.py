@@ -3,7 +3,8 @@
 `build_head` fits the pipeline's shared readouts (`readouts.fit_readouts`, as `methods.evaluate` does) on the latent
 of training cells; `Head.save` writes everything into ONE .npz (no pickle: the feature map and adaptor files are
 embedded byte for byte, every fitted sklearn estimator is stored as its arrays plus its parameters as JSON);
-`Head.apply` maps raw counts of any panel to the latent and the readouts' predictions, in cell batches.
+`Head.apply` maps raw counts of any panel to the latent and the readouts' predictions, in cell batches: after
+log1p(CP10k) the whole map is one matrix product (`latent.fold`, taken over the input's own gene order).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +34,7 @@ from fmextract.counts import check_counts, counts_source, log_cp10k
 from fmextract.errors import InputError
 from fmextract.features import BATCH_ROWS, FeatureMap
 from fmextract.io import atomic_path
+from fmextract.latent import FoldedLatent, fold
 from fmextract.readouts import Readouts, _Constant, fit_readouts
 
 log = logging.getLogger(__name__)
@@ -52,11 +55,6 @@ _FITTED: dict[str, tuple[type, tuple[str, ...]]] = {
     "Ridge": (Ridge, ("coef_", "intercept_", "n_features_in_")),
     "_Constant": (_Constant, ("classes_",)),
 }
-
-
-def _embed(fmap: FeatureMap, adaptor: Adaptor, X: Any, batch_size: int) -> np.ndarray:
-    """Latent z = adaptor(x M) of log1p(CP10k) panel rows X, batch by batch (the `extracted` method's embedding)."""
-    return fmap.transform(X, batch_size=batch_size, then=adaptor.transform)
 
 
 def _file_bytes(save: Any, name: str) -> np.ndarray:
@@ -101,6 +99,11 @@ class Head:
     adaptor: Adaptor
     readouts: Readouts
     meta: dict
+
+    @cached_property
+    def folded(self) -> FoldedLatent:
+        """Feature map, adaptor centring/scaling and projection folded into one G x d matrix + offset (`latent.fold`)."""
+        return fold(self.fmap, self.adaptor)
 
     @property
     def genes(self) -> list[str]:
@@ -214,13 +217,25 @@ class Head:
             log.warning("%s: only %d genes measured; CP10k library sizes need all measured genes, not just the panel",
                         source, adata.n_vars)
 
+        # Per batch, only the panel columns are normalised: the pipeline's log1p(CP10k) (`counts.log_cp10k`, scanpy)
+        # runs on [panel columns | one column with the rest of each cell's counts], so every library size is the cell's total
+        # over all (deduplicated) genes, exactly as on the full matrix; the rest column is then dropped and the whole
+        # algorithm is one product with the folded G x d matrix. Absent panel genes are empty columns.
+        folded = self.folded
+        kept = np.flatnonzero(dedup) if dedup is not None else np.arange(adata.n_vars)
+        sel = select.tocoo()
+        to_panel = sp.csr_matrix((sel.data, (kept[sel.row], sel.col)), shape=(adata.n_vars, n_genes))
+        library = None if dedup is None else dedup.astype(np.float32)
+
         def latent(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
             block = sp.csr_matrix(block, dtype=np.float32)
             check_counts(block.data, where=where, source=source, key="--counts-layer")
-            if dedup is not None:
-                block = block[:, dedup]
-            return _embed(self.fmap, self.adaptor, sp.csr_matrix(log_cp10k(block, target_sum=TARGET_SUM) @ select),
-                          batch_size)
+            totals = np.asarray(block.sum(axis=1) if library is None else block @ library, dtype=np.float64).ravel()
+            panel = sp.csr_matrix(block @ to_panel)
+            rest = (totals - np.asarray(panel.sum(axis=1), dtype=np.float64).ravel()).astype(np.float32)
+            normalised = log_cp10k(sp.hstack([panel, sp.csr_matrix(rest[:, None])], format="csr"), target_sum=TARGET_SUM)
+            z = sp.csr_matrix(normalised)[:, :n_genes] @ folded.matrix
+            return np.asarray(z, dtype=np.float32) + folded.offset
 
         Z = map_rows(latent, counts, batch_size=batch_size)
         pred = self.readouts.predict(Z, index=adata.obs_names)
@@ -298,7 +313,7 @@ def build_head(
     if absent:
         raise InputError(f"{source}: {len(absent)} panel genes absent from var_names (e.g. {absent[:3]}); pass the "
                          "prepared panel the feature map was built on")
-    Z = _embed(fmap, adaptor, train_adata[:, fmap.genes].X, batch_size)
+    Z = fold(fmap, adaptor).transform(train_adata[:, fmap.genes].X, batch_size=batch_size)
     readouts = fit_readouts(Z, train_adata.obs, subtypes=subtypes, seed=seed)
     obs = train_adata.obs
     meta = {

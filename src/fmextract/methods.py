@@ -16,6 +16,10 @@ for ``parameters.tsv``: role ``adaptor`` (fitted once), ``embedding`` (the metho
 
 ``train`` and ``test`` hold the panel genes: raw counts in ``layers["counts"]``, log1p(CP10k) in ``X``. Labels
 (``stage``, ``branch``, ``depth``...) are in ``train.obs`` only; ``test.obs`` has just ``donor`` and ``tissue``.
+
+A method that reads only per-cell caches built once for the whole panel (its declared ``inputs``, e.g. frozen
+latents or frozen scGPT embeddings; `fmextract.cache.read_rows` by obs name) sets ``READS_EXPRESSION = False`` in
+its file: its ``train``/``test`` then carry obs and var but no X or layers, and its split job reads no expression.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from fmextract.chunks import is_on_disk, read_rows
 from fmextract.errors import InputError
 from fmextract.metrics import endpoint_metrics
 from fmextract.readouts import fit_readouts
@@ -53,10 +58,21 @@ def load_method(path: str | Path, kind: str) -> ModuleType:
     return module
 
 
+def reads_expression(module: ModuleType) -> bool:
+    """Whether a method file needs its cells' expression (False: it declares READS_EXPRESSION = False)."""
+    return bool(getattr(module, "READS_EXPRESSION", True))
+
+
 def split_views(
-    adata: ad.AnnData, split_table: pd.DataFrame, split: str, *, max_train_cells: int, seed: int
+    adata: ad.AnnData, split_table: pd.DataFrame, split: str, *, max_train_cells: int, seed: int,
+    expression: bool = True,
 ) -> tuple[ad.AnnData, ad.AnnData, pd.DataFrame]:
-    """The split's training cells (capped, stratified by donor), test cells with labels hidden, and the test truth."""
+    """The split's training cells (capped, stratified by donor), test cells with labels hidden, and the test truth.
+
+    `adata` is in memory or backed (`chunks.open_backed`: X and layers on disk); from a backed panel only the split's
+    rows are read, chunk by chunk, in one pass per matrix. With `expression=False` nothing but obs and var is
+    materialised (methods that read per-cell caches only).
+    """
     from fmextract.splits import cap_training_cells
 
     rows = split_table[split_table["split"] == split]
@@ -64,18 +80,35 @@ def split_views(
         raise InputError(f"split '{split}' not found in the split table; rerun the splits rule")
     train_donors = rows.loc[rows["role"] == "train", "donor"].astype(str).tolist()
     test_donors = rows.loc[rows["role"] == "test", "donor"].astype(str).tolist()
-    donors = adata.obs["donor"].astype(str)
-    train_idx = cap_training_cells(adata.obs, train_donors, max_train_cells, seed)
-    is_test = donors.isin(test_donors).to_numpy()
-    if not is_test.any() or len(train_idx) == 0:
-        role, found = ("test", test_donors) if not is_test.any() else ("training", train_donors)
+    train_mask = adata.obs_names.isin(cap_training_cells(adata.obs, train_donors, max_train_cells, seed))
+    test_mask = adata.obs["donor"].astype(str).isin(test_donors).to_numpy()
+    if not test_mask.any() or not train_mask.any():
+        role, found = ("test", test_donors) if not test_mask.any() else ("training", train_donors)
         raise InputError(f"split '{split}': 0 {role} cells (its {role} donors {found[:5]} have no cells in the benchmark "
                          "panel); rerun the splits rule on this panel (results/splits/splits.tsv is stale)")
-    train = adata[train_idx].copy()
-    test = adata[is_test].copy()
+    train, test = _cells(adata, train_mask, test_mask, expression=expression)
     truth = test.obs.copy()
     test.obs = test.obs[list(VISIBLE_TEST_OBS)].copy()
     return train, test, truth
+
+
+def _cells(adata: ad.AnnData, *masks: np.ndarray, expression: bool) -> list[ad.AnnData]:
+    """In-memory AnnData of the cells of each row mask; matrices on disk are read once for all masks together."""
+    var = adata.var.copy()
+    if not expression:
+        return [ad.AnnData(obs=adata.obs[m].copy(), var=var) for m in masks]
+    matrices = {"X": adata.X, **dict(adata.layers)}
+    if not any(is_on_disk(m) for m in matrices.values()):
+        return [adata[m].copy() for m in masks]
+    union = np.logical_or.reduce(masks)
+    read = {key: read_rows(m, union) for key, m in matrices.items() if m is not None}
+    out = []
+    for m in masks:
+        within = m[union]
+        X = read["X"][within] if "X" in read else None
+        out.append(ad.AnnData(X=X, obs=adata.obs[m].copy(), var=var,
+                              layers={k: v[within] for k, v in read.items() if k != "X"}))
+    return out
 
 
 def check_output(kind: str, out, train: ad.AnnData, test: ad.AnnData, method: str) -> dict:

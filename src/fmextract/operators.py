@@ -43,6 +43,15 @@ class Operators:
     meta: dict = field(default_factory=dict)
 
 
+def context_cells(n_obs: int, n_context: int, seed: int) -> np.ndarray:
+    """Sorted positions of the seeded context sample: `n_context` of `n_obs` cells without replacement (all if fewer).
+
+    The export rule reads only these rows of the panel; `export_operators` draws the same sample itself, so passing
+    it exactly these cells (then n_context = their number: all are used, in order) gives the same operators.
+    """
+    return np.sort(np.random.default_rng(seed).choice(n_obs, size=min(n_context, n_obs), replace=False))
+
+
 def export_operators(
     model: ScGPT, adata, *, genes: Sequence[str], n_context: int, definition: str = "attention_prob", seed: int = 0,
     batch_size: int = 16, gene_column: str | None = None, counts_layer: str = "counts", progress: bool = True,
@@ -79,7 +88,7 @@ def export_operators(
         raise InputError("export_operators: the AnnData has no cells; check the reference donor selection")
     if n_context > n_obs:
         log.warning("n_context=%d > %d cells: using all cells", n_context, n_obs)
-    picked = np.sort(np.random.default_rng(seed).choice(n_obs, size=min(n_context, n_obs), replace=False))
+    picked = context_cells(n_obs, n_context, seed)
     source = adata.layers[counts_layer] if counts_layer in adata.layers else adata.X
     tie_rng = np.random.RandomState(seed)
     device = next(model.parameters()).device

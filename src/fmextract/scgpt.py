@@ -10,6 +10,7 @@ unchanged; flash-attn-era keys (`self_attn.Wqkv.*`, `self_attn._impl.*`) are ren
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -26,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fmextract import cache
+from fmextract.chunks import CHUNK_ROWS, is_on_disk, row_blocks
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.logs import progress as progress_log
@@ -42,6 +45,33 @@ FLASH_RENAMES = (
     ("self_attn._impl.out_proj.", "self_attn.out_proj."),
 )
 CAPTURES = ("attention_prob", "qk_raw")
+#: config model.embedding_precision -> the autocast dtype of the embedding forward pass (None: full float32)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device named by config model.device: `auto` is cuda when torch sees a GPU, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in DEVICES[1:]:
+        raise InputError(f"model.device={name!r} is not one of {', '.join(DEVICES)}; fix config model.device")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("model.device=cuda but torch sees no CUDA device (torch.cuda.is_available() is False); "
+                         "set model.device: auto (GPU when present) or cpu, or install a CUDA build of torch")
+    return torch.device(name)
+
+
+def cell_seeds(cell_ids: Sequence[str], seed: int) -> np.ndarray:
+    """One seed per cell (two uint32 words of blake2b(seed, cell id)): its random draws then depend on it alone.
+
+    Stable across runs, machines and Python versions (no `hash()` randomisation); the config `seed` enters the hash.
+    """
+    out = np.empty((len(cell_ids), 2), dtype=np.uint32)
+    for i, cell in enumerate(cell_ids):
+        digest = hashlib.blake2b(f"{int(seed)}\x1f{cell}".encode(), digest_size=8).digest()
+        out[i] = np.frombuffer(digest, dtype="<u4")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------- modules
@@ -196,15 +226,19 @@ def _layer_forward(
 
 
 # ----------------------------------------------------------------------------------------------------------- binning
-def binning(row_values: np.ndarray | sp.spmatrix, n_bins: int, *, seed: int | np.random.RandomState = 0):
+def binning(
+    row_values: np.ndarray | sp.spmatrix, n_bins: int, *, seed: int | np.random.RandomState = 0,
+    row_seeds: Sequence[np.ndarray] | None = None,
+):
     """scGPT's per-cell value binning of one row or a cells x genes matrix (dense or sparse); zeros stay 0.
 
     For each cell: edges = np.quantile(non-zero values, linspace(0, 1, n_bins - 1)); a non-zero value gets
     bin ceil(u * (right - left) + left) with left/right = np.digitize(x, edges, right=False/True) and u ~ U(0, 1),
     so values tied with several equal edges are spread at random over those bins (scGPT's `_digitize`, side "both").
     Non-zero bins lie in [1, n_bins - 1]. The u draws come from np.random.RandomState(seed), consumed row after row
-    in column order, i.e. exactly scGPT's Preprocessor binning after `np.random.seed(seed)`. Returns int64 bins in
-    the input's layout (1-d array, 2-d array, or CSR for sparse input).
+    in column order, i.e. exactly scGPT's Preprocessor binning after `np.random.seed(seed)`; with `row_seeds` (one
+    per row, e.g. `cell_seeds`), row i draws from its own RandomState(row_seeds[i]) instead, so a cell's bins do not
+    depend on the other rows. Returns int64 bins in the input's layout (1-d array, 2-d array, or CSR for sparse input).
     """
     if n_bins < 3:
         raise InputError(f"n_bins={n_bins} is too small: scGPT uses 51 (one zero bin + n_bins-1 quantile bins)")
@@ -216,6 +250,8 @@ def binning(row_values: np.ndarray | sp.spmatrix, n_bins: int, *, seed: int | np
     m.eliminate_zeros()
     if m.nnz and m.data.min() < 0:
         raise InputError("binning got negative expression values; pass non-negative counts (layers['counts'] or X)")
+    if row_seeds is not None and len(row_seeds) != m.shape[0]:
+        raise InputError(f"binning: {len(row_seeds)} row seeds for {m.shape[0]} rows; pass one seed per cell")
     qs = np.linspace(0, 1, n_bins - 1)
     out = np.zeros(m.nnz, dtype=np.int64)
     for i in range(m.shape[0]):
@@ -225,7 +261,8 @@ def binning(row_values: np.ndarray | sp.spmatrix, n_bins: int, *, seed: int | np
         x = m.data[lo:hi]
         edges = np.quantile(x, qs)
         left, right = np.digitize(x, edges), np.digitize(x, edges, right=True)
-        out[lo:hi] = np.ceil(rng.rand(len(x)) * (right - left) + left).astype(np.int64)
+        draws = (rng if row_seeds is None else np.random.RandomState(row_seeds[i])).rand(len(x))
+        out[lo:hi] = np.ceil(draws * (right - left) + left).astype(np.int64)
     binned = sp.csr_matrix((out, m.indices, m.indptr), shape=m.shape)
     if is_sparse:
         return binned
@@ -265,7 +302,11 @@ def pad_tokens(rows: list[tuple[np.ndarray, np.ndarray]], *, pad_id: int, pad_va
 
 
 def counts_of(data, genes: Sequence[str] | None = None, *, layer: str = "counts"):
-    """(cells x genes CSR counts, gene names) from an AnnData (layers[layer] if present, else X) or a matrix + genes."""
+    """(cells x genes counts, gene names) from an AnnData (layers[layer] if present, else X) or a matrix + genes.
+
+    In-memory counts come back as float32 CSR; counts still on disk (a panel opened with `chunks.open_backed`) are
+    returned as they are, for the caller to read in row chunks.
+    """
     if hasattr(data, "obs") and hasattr(data, "var"):
         X = data.layers[layer] if layer in data.layers else data.X
         names = list(map(str, data.var_names)) if genes is None else list(genes)
@@ -275,7 +316,8 @@ def counts_of(data, genes: Sequence[str] | None = None, *, layer: str = "counts"
         X, names = data, list(genes) if genes is not None else None
         if names is None:
             raise InputError("a counts matrix needs its gene names: pass genes=[...] (one per column)")
-    X = sp.csr_matrix(X, dtype=np.float32)
+    if not is_on_disk(X):
+        X = sp.csr_matrix(X, dtype=np.float32)
     if X.shape[1] != len(names):
         raise InputError(f"counts matrix has {X.shape[1]} columns but {len(names)} gene names were given")
     return X, names
@@ -451,6 +493,7 @@ def _load_state(model: ScGPT, state: dict[str, Tensor], path: Path) -> None:
 def embed_cells(
     model: ScGPT, counts_matrix_or_adata, genes: Sequence[str] | None = None, *, batch_size: int = 64,
     pooling: str = "cls", max_len: int | None = None, seed: int = 0, normalize: bool = True, progress: bool = True,
+    cell_ids: Sequence[str] | None = None, precision: str = "fp32", out=None, chunk_size: int = CHUNK_ROWS,
 ) -> np.ndarray:
     """Cell embeddings as scGPT's embed_data: tokens = `<cls>` + the cell's non-zero genes in the vocabulary.
 
@@ -458,47 +501,88 @@ def embed_cells(
     counts binned per cell over its non-zero genes; a cell with more than max_len - 1 such genes keeps a seeded
     random subset (max_len counts `<cls>`; None -> args.json max_seq_len, else no cap); batches are padded.
     pooling "cls" takes the `<cls>` state (scGPT's choice); "avg" the masked mean over gene tokens (padding and
-    `<cls>` excluded; scGPT's avg-pool would also average padding, which makes it depend on the batch). normalize: L2-normalise rows, as embed_data does.
+    `<cls>` excluded; scGPT's avg-pool would also average padding, which makes it depend on the batch). normalize:
+    L2-normalise rows, as embed_data does.
+
+    Random draws (binning tie-breaks, the gene subset): with `cell_ids` (e.g. obs_names) each cell draws from its
+    own seed (`cell_seeds(cell_ids, seed)`), so its embedding does not depend on which other cells share its batch,
+    chunk or split (the frozen-embedding cache relies on this); without, one stream from `seed` is consumed cell
+    after cell, exactly as scGPT's embed_data does. `precision` "bf16"/"fp16" runs the forward pass under
+    torch.autocast (GPU throughput; rows still returned as float32). Counts on disk (a panel from
+    `chunks.open_backed`) are read `chunk_size` rows at a time; `out` (e.g. an h5py dataset) receives the rows
+    instead of a new in-memory array.
     """
     if pooling not in ("cls", "avg"):
         raise InputError(f"pooling={pooling!r} is not 'cls' or 'avg'")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}; fix model.embedding_precision")
     X, names = counts_of(counts_matrix_or_adata, genes)
     keep = np.array([g in model.vocab for g in names], dtype=bool)
     log.info("embed_cells: %d/%d genes in the vocabulary of size %d", keep.sum(), len(names), len(model.vocab))
     if not keep.any():
         raise InputError("no gene of the data is in the model vocabulary; check the gene symbol column")
-    X = X[:, np.flatnonzero(keep)]
+    n = X.shape[0]
+    seeds = None
+    if cell_ids is not None:
+        if len(cell_ids) != n:
+            raise InputError(f"embed_cells: {len(cell_ids)} cell ids for {n} cells; pass one id per cell (obs_names)")
+        seeds = cell_seeds(cell_ids, seed)
+    cols = np.flatnonzero(keep)
     ids = np.array([model.vocab[g] for g, k in zip(names, keep) if k], dtype=np.int64)
     max_len = max_len if max_len is not None else model.config.get("max_seq_len")
     cls_id, pad_id = model.vocab["<cls>"], model.vocab[model.config.get("pad_token", "<pad>")]
-    binned = binning(X, model.n_bins, seed=seed)
-    rng = np.random.default_rng(seed)
+    tie_rng, subset_rng = np.random.RandomState(seed), np.random.default_rng(seed)  # the stream without cell_ids
     device = next(model.parameters()).device
-    out = np.zeros((X.shape[0], model.d_model), dtype=np.float32)
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    if out is None:
+        out = np.zeros((n, model.d_model), dtype=np.float32)
     model.eval()
-    with torch.no_grad():
-        for start in progress_log(range(0, X.shape[0], batch_size), "embedding cells (batches)", enabled=progress):
-            rows = []
-            for i in range(start, min(start + batch_size, X.shape[0])):
-                lo, hi = binned.indptr[i], binned.indptr[i + 1]
-                cols, vals = binned.indices[lo:hi], binned.data[lo:hi].astype(np.float32)
-                if max_len is not None and len(cols) > max_len - 1:
-                    pick = np.sort(rng.permutation(len(cols))[: max_len - 1])
-                    cols, vals = cols[pick], vals[pick]
-                rows.append((np.r_[cls_id, ids[cols]], np.r_[np.float32(model.pad_value), vals]))
-            g, v, m = (t.to(device) for t in pad_tokens(rows, pad_id=pad_id, pad_value=model.pad_value))
-            h = model.encode(g, v, m)
-            if pooling == "cls":
-                emb = h[:, 0, :]
-            else:
-                keep = ~m
-                keep[:, 0] = False  # gene tokens only: the <cls> state is the other pooling
-                w = keep.unsqueeze(-1).to(h.dtype)
-                emb = (h * w).sum(1) / w.sum(1).clamp(min=1)
-            out[start : start + len(rows)] = emb.float().cpu().numpy()
-    if normalize:
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    n_chunks = -(-n // chunk_size)
+    with torch.no_grad(), autocast:
+        for c0, c1, block in progress_log(row_blocks(X, chunk_size=chunk_size), f"embedding {n:,} cells (chunks)",
+                                          total=n_chunks, enabled=progress):
+            block = sp.csr_matrix(block, dtype=np.float32)[:, cols]
+            binned = binning(block, model.n_bins, seed=tie_rng, row_seeds=None if seeds is None else seeds[c0:c1])
+            emb_chunk = np.empty((c1 - c0, model.d_model), dtype=np.float32)
+            for start in range(0, c1 - c0, batch_size):
+                rows = []
+                for i in range(start, min(start + batch_size, c1 - c0)):
+                    lo, hi = binned.indptr[i], binned.indptr[i + 1]
+                    genes_i, vals = binned.indices[lo:hi], binned.data[lo:hi].astype(np.float32)
+                    if max_len is not None and len(genes_i) > max_len - 1:
+                        rng = subset_rng if seeds is None else np.random.default_rng(seeds[c0 + i])
+                        pick = np.sort(rng.permutation(len(genes_i))[: max_len - 1])
+                        genes_i, vals = genes_i[pick], vals[pick]
+                    rows.append((np.r_[cls_id, ids[genes_i]], np.r_[np.float32(model.pad_value), vals]))
+                g, v, m = (t.to(device) for t in pad_tokens(rows, pad_id=pad_id, pad_value=model.pad_value))
+                h = model.encode(g, v, m)
+                if pooling == "cls":
+                    emb = h[:, 0, :]
+                else:
+                    tokens = ~m
+                    tokens[:, 0] = False  # gene tokens only: the <cls> state is the other pooling
+                    w = tokens.unsqueeze(-1).to(h.dtype)
+                    emb = (h * w).sum(1) / w.sum(1).clamp(min=1)
+                emb_chunk[start : start + len(rows)] = emb.float().cpu().numpy()
+            if normalize:
+                emb_chunk /= np.maximum(np.linalg.norm(emb_chunk, axis=1, keepdims=True), 1e-12)
+            out[c0:c1] = emb_chunk
     return out
+
+
+def embed_to_cache(
+    model: ScGPT, panel, path: str | os.PathLike, *, seed: int, batch_size: int = 64, precision: str = "fp32",
+    attrs: dict | None = None, progress: bool = True,
+) -> None:
+    """The frozen-embedding cache of a panel (counts in layers['counts'] or X, in memory or backed): every cell,
+    avg-pooled (the paper's frozen-scGPT cache), draws seeded per cell by obs name, rows streamed into a
+    `cache` file in the panel's order. Every split then reads the very same row of a cell."""
+    meta = {"kind": "scgpt_embedding", "pooling": "avg", "normalized": True, "seed": int(seed),
+            "checkpoint_sha256": model.checkpoint_sha256, "precision": precision, **(attrs or {})}
+    with cache.open_writer(path, panel.obs_names, model.d_model, attrs=meta) as out:
+        embed_cells(model, panel, pooling="avg", batch_size=batch_size, seed=seed, cell_ids=list(panel.obs_names),
+                    precision=precision, out=out, progress=progress)
 
 
 # -------------------------------------------------------------------------------------------------------- pretraining

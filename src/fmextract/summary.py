@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fmextract.metrics import EIGHT_ENDPOINTS
 
 #: endpoint -> short column title
 TITLES = {

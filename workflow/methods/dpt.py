@@ -8,7 +8,6 @@ Cells disconnected from the root (infinite DPT) get the donor's largest finite p
 Params: n_pcs (20), n_neighbors (15), n_diffmap (15), n_dcs (10), min_cells (5); scanpy's defaults but n_pcs.
 """
 
-import numpy as np
 import scanpy as sc
 
 from fmextract.baselines import donor_local_pseudotime

@@ -4,8 +4,10 @@
 not trained on, so a donor batch key would block the query; donors are left as biological variation, as for
 every other embedding. Test cells are embedded by the trained encoder (`get_latent_representation(test)`, the
 posterior mean, no retraining): it reads only their counts, so no test label reaches the model.
-Seeded (`scvi.settings.seed`), CPU, torch threads = params threads, all training cells used (`train_size=1.0`).
-Params: n_latent (10), max_epochs (20, a demo budget; scvi-tools' heuristic is ~400 for small data), batch_size (128).
+Seeded (`scvi.settings.seed`), torch threads = params threads, all training cells used (`train_size=1.0`).
+Params: n_latent (10); max_epochs (null or absent: scvi-tools' own heuristic, min(400, 400 x 20,000 / n_cells), i.e.
+80 epochs at the paper's 100k training cells; the demo sets 20); accelerator ("auto": a GPU when lightning sees one,
+else cpu; or "cpu", "gpu"); batch_size (128).
 """
 
 import logging
@@ -33,7 +35,7 @@ def embed(train, test, params):
     scvi.model.SCVI.setup_anndata(fit, layer="counts", batch_key=None)
     model = scvi.model.SCVI(fit, n_latent=params.get("n_latent", 10))
     model.train(
-        max_epochs=params.get("max_epochs", 20), accelerator="cpu", devices=1, train_size=1.0,
+        max_epochs=params.get("max_epochs"), accelerator=params.get("accelerator", "auto"), devices=1, train_size=1.0,
         batch_size=params.get("batch_size", 128), enable_progress_bar=False, enable_model_summary=False,
         logger=False, enable_checkpointing=False,
     )

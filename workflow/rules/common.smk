@@ -50,6 +50,8 @@ DEFINITION = config["operators"]["definition"]
 COMPARED = list(dict.fromkeys([DEFINITION, *config["operators"].get("compare", ALL_DEFINITIONS)]))
 #: models whose heads are screened: the trained checkpoint and the planted-head positive control
 SCREENED_MODELS = ["trained", "planted"]
+#: checkpoints whose attention is exported: the configured (or pretrained) model, its untrained copy, the planted one
+MODELS = ["trained", "untrained", "planted"]
 
 
 wildcard_constraints:
@@ -59,9 +61,10 @@ wildcard_constraints:
     method="|".join(METHODS),
     split=r"split\d{3}",
     feature=r"raw|(?:untrained_|planted_)?(?:pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse)",
-    model="trained|untrained|planted",
+    model="|".join(MODELS),
     definition="|".join(ALL_DEFINITIONS),
     mode="anchor|cell",
+    dataset="|".join(["benchmark", *PANELS]),
 
 
 def checkpoint_dir():
@@ -94,7 +97,7 @@ def operator_data(wildcards):
     """Context cells of a forward-pass definition; weights-only definitions read no data."""
     if wildcards.definition in WEIGHT_DEFINITIONS:
         return {}
-    return {"h5ad": "results/data/reference.h5ad", "reference_donors": "results/data/reference_donors.txt"}
+    return {"h5ad": "results/data/benchmark.h5ad", "reference_donors": "results/data/reference_donors.txt"}
 
 
 def simulated_panel_path(wildcards):
@@ -150,6 +153,13 @@ def feature_map_inputs(wildcards):
     return inputs
 
 
+def dataset_path(wildcards):
+    """The prepared panel a per-cell cache covers: `benchmark` (the benchmark panel's genes) or a prepared panel."""
+    return (
+        "results/data/benchmark.h5ad" if wildcards.dataset == "benchmark" else f"results/data/{wildcards.dataset}.h5ad"
+    )
+
+
 def zero_shot_panel(wildcards):
     """The prepared immune panel for zero-shot transfer, if one is configured."""
     return ["results/data/immune.h5ad"] if "immune" in config["panels"] else []
@@ -186,6 +196,40 @@ def method_env(wildcards):
     return f"../../envs/{config['methods'][wildcards.method].get('env', 'core')}.yaml"
 
 
+def feature_model(feature):
+    """The model a feature map's operators come from: `<model>_<map>` names another model's map, else trained."""
+    prefix = feature.split("_", 1)[0]
+    return prefix if prefix in MODELS else "trained"
+
+
+def one_time_benchmarks(method):
+    """Benchmark files (by step) of the one-time builds behind a method's declared cache inputs (runtime_summary).
+
+    A frozen latent: its frozen_latent job, adaptor, feature map(s), head screen (top-k maps) and operator export
+    (plus the untrained or planted model for their maps); frozen embeddings: the embed_cells job. Shared upstream
+    steps (prepare, gene panel, the demo's pretraining) are excluded, as the paper excludes its shared reference matrix.
+    """
+    steps = {}
+    for path in config["methods"][method].get("inputs", {}).values():
+        if m := re.fullmatch(r"results/latent/(\w+)_(anchor|cell)\.h5", path):
+            feature, mode = m.groups()
+            model = feature_model(feature)
+            base = feature.removeprefix(f"{model}_").split("_", 1)[0]
+            steps[f"frozen_latent {feature}_{mode}"] = f"results/benchmarks/frozen_latent/{feature}_{mode}.tsv"
+            steps[f"adaptor {feature}_{mode}"] = f"results/benchmarks/adaptor/{feature}_{mode}.tsv"
+            steps[f"feature_map {feature}"] = f"results/benchmarks/feature_map/{feature}.tsv"
+            if feature == "raw":  # the identity map: no operators
+                continue
+            if re.fullmatch(r"top\d+", base):
+                steps[f"head_screen {model}"] = f"results/benchmarks/head_screen/{model}_{DEFINITION}.tsv"
+            steps[f"export_operators {model}"] = f"results/benchmarks/export_operators/{model}_{DEFINITION}.tsv"
+            if model != "trained":
+                steps[f"{model}_model"] = f"results/benchmarks/{model}_model.tsv"
+        elif m := re.fullmatch(r"results/embeddings/(\w+)/(\w+)\.h5", path):
+            steps[f"embed_cells {m[1]}/{m[2]}"] = f"results/benchmarks/embed_cells/{m[1]}/{m[2]}.tsv"
+    return steps
+
+
 def final_outputs():
     """Every table the default run produces."""
     return [
@@ -194,6 +238,7 @@ def final_outputs():
         "results/tables/stats_donor_level.tsv",
         "results/tables/summary.tsv",
         "results/tables/runtime.tsv",
+        "results/tables/runtime_summary.tsv",
         "results/tables/parameters.tsv",
         "results/tables/head_screen.tsv",
         "results/tables/stage_roles.tsv",

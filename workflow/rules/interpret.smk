@@ -5,8 +5,7 @@
 
 rule compression_split:
     input:
-        maps=expand("results/operators/{feature}.npz", feature=COMPRESSION_VARIANTS),
-        adaptors=expand("results/adaptor/{feature}_cell.npz", feature=COMPRESSION_VARIANTS),
+        latents=expand("results/latent/{feature}_cell.h5", feature=COMPRESSION_VARIANTS),
         h5ad="results/data/benchmark.h5ad",
         splits="results/splits/splits.tsv",
     output:

@@ -24,6 +24,7 @@ rule pretrain_demo_model:
         gpu=1,
     params:
         pretrain=config["model"]["pretrain"],
+        device=config["model"]["device"],
     script:
         "../scripts/model.py"
 

@@ -22,6 +22,7 @@ rule export_operators:
         gpu=lambda wc: 0 if wc.definition in WEIGHT_DEFINITIONS else 1,
     params:
         operators=config["operators"],
+        device=config["model"]["device"],
         seed=SEED,
     script:
         "../scripts/operators.py"

@@ -57,7 +57,7 @@ rule figures:
     input:
         metrics="results/tables/metrics.tsv",
         stats="results/tables/stats.tsv",
-        runtime="results/tables/runtime.tsv",
+        runtime_summary="results/tables/runtime_summary.tsv",
         latent="results/validation/anchor_latent.tsv",
         compression="results/tables/compression.tsv",
         ablation="results/tables/factor_ablation.tsv",

@@ -53,3 +53,27 @@ rule stats:
         seed=SEED,
     script:
         "../scripts/stats.py"
+
+
+rule runtime_summary:
+    input:
+        runtime="results/tables/runtime.tsv",
+        one_time=sorted({path for m in METHODS for path in one_time_benchmarks(m).values()}),
+    output:
+        "results/tables/runtime_summary.tsv",
+    log:
+        "results/logs/runtime_summary.log",
+    benchmark:
+        "results/benchmarks/runtime_summary.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=10,
+    params:
+        steps={m: one_time_benchmarks(m) for m in METHODS},
+        reference=config["stats"]["reference"],
+        campaign_splits=config["stats"].get("campaign_splits", 12),
+    script:
+        "../scripts/stats.py"

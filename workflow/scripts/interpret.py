@@ -3,7 +3,6 @@
 import logging
 import os
 
-import anndata as ad
 import pandas as pd
 
 from fmextract import logs
@@ -14,13 +13,16 @@ log = logging.getLogger("interpret")
 rule = snakemake.rule
 
 
-def split_data():
-    """The split's train view, test view and truth (same views as the method rule)."""
+def split_data(expression: bool = True):
+    """The split's train view, test view and truth (same views as the method rule), its rows read from the panel on
+    disk; with `expression=False` obs only (the frozen-latent caches hold the rest)."""
+    from fmextract.data import open_backed
     from fmextract.methods import split_views
 
-    panel = ad.read_h5ad(snakemake.input.h5ad)
-    return split_views(panel, read_tsv(snakemake.input.splits), snakemake.wildcards.split,
-                       max_train_cells=snakemake.params.max_train_cells, seed=snakemake.params.seed)
+    with open_backed(snakemake.input.h5ad) as panel:
+        return split_views(panel, read_tsv(snakemake.input.splits), snakemake.wildcards.split,
+                           max_train_cells=snakemake.params.max_train_cells, seed=snakemake.params.seed,
+                           expression=expression)
 
 
 def fixed_probe_scorer(map_path, adaptor_path, train, test, truth):
@@ -38,15 +40,14 @@ def fixed_probe_scorer(map_path, adaptor_path, train, test, truth):
 
 
 if rule == "compression_split":
-    from fmextract.adaptor import Adaptor
-    from fmextract.features import FeatureMap
+    from fmextract.cache import read_rows
     from fmextract.methods import evaluate
 
-    train, test, truth = split_data()
+    train, test, truth = split_data(expression=False)
     rows = []
-    for variant, map_path, adaptor_path in zip(snakemake.params.variants, snakemake.input.maps, snakemake.input.adaptors):
-        fmap, adaptor = FeatureMap.load(map_path), Adaptor.load(adaptor_path)  # each rung: its own adaptor ...
-        z = {f"Z_{name}": adaptor.transform(fmap.transform(a[:, fmap.genes].X)) for name, a in (("train", train), ("test", test))}
+    for variant, latent in zip(snakemake.params.variants, snakemake.input.latents):
+        # each rung: its own cell-trained adaptor, folded with its map into a frozen latent computed once ...
+        z = {f"Z_{name}": read_rows(latent, a.obs_names) for name, a in (("train", train), ("test", test))}
         values, _ = evaluate("embedding", z, train, truth, subtypes=snakemake.params.subtypes, seed=snakemake.params.seed)
         rows += [{"split": snakemake.wildcards.split, "variant": variant, "endpoint": k, "value": v} for k, v in values.items()]
     write_tsv(pd.DataFrame(rows), snakemake.output[0])  # ... and its own readouts, fitted on this split (evaluate)

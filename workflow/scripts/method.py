@@ -1,13 +1,10 @@
 """Rule run_method: run workflow/methods/<method>.py on one split and score it."""
 
-import json
 import logging
 import time
 
-import anndata as ad
-import pandas as pd
-
 from fmextract import logs, methods
+from fmextract.chunks import open_backed
 from fmextract.io import read_tsv, write_json, write_tsv
 from fmextract.metrics import metrics_table
 
@@ -18,12 +15,14 @@ spec = snakemake.params.spec
 seed = snakemake.params.seed
 
 module = methods.load_method(snakemake.input.code, spec["kind"])
-panel = ad.read_h5ad(snakemake.input.h5ad)
-train, test, truth = methods.split_views(
-    panel, read_tsv(snakemake.input.splits), split, max_train_cells=snakemake.params.max_train_cells, seed=seed
-)
-log.info("%s on %s: %d train cells, %d test cells (%d test donors)", method, split, train.n_obs, test.n_obs,
-         truth["donor"].nunique())
+expression = methods.reads_expression(module)
+with open_backed(snakemake.input.h5ad) as panel:  # only this split's rows are read (none for cache-only methods)
+    train, test, truth = methods.split_views(
+        panel, read_tsv(snakemake.input.splits), split, max_train_cells=snakemake.params.max_train_cells, seed=seed,
+        expression=expression,
+    )
+log.info("%s on %s: %d train cells, %d test cells (%d test donors)%s", method, split, train.n_obs, test.n_obs,
+         truth["donor"].nunique(), "" if expression else "; reads its cached inputs only, no expression")
 params = {**spec.get("params", {}), "inputs": {key: snakemake.input[key] for key in spec.get("inputs", {})},
           "seed": seed, "threads": snakemake.threads, "subtypes": snakemake.params.subtypes, "split": split}
 if spec.get("sees_truth", False):

@@ -43,7 +43,7 @@ else:
     import pandas as pd
 
     from fmextract.io import write_tsv
-    from fmextract.scgpt import build_demo_model, pretrain
+    from fmextract.scgpt import build_demo_model, pretrain, resolve_device
 
     cfg = snakemake.params.pretrain
     with open(snakemake.input.reference_donors) as fh:
@@ -54,11 +54,13 @@ else:
     model, vocab, args = build_demo_model(
         genes, d_model=cfg["d_model"], nhead=cfg["nhead"], d_hid=cfg["d_hid"], nlayers=cfg["nlayers"], seed=cfg["seed"]
     )
+    device = resolve_device(snakemake.params.device)
+    log.info("pretraining on %s", device)
     curve = pretrain(
-        model, panel.layers["counts"], genes, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+        model.to(device), panel.layers["counts"], genes, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
         warmup=cfg["warmup"], mask_ratio=cfg["mask_ratio"], seed=cfg["seed"],
     )
     log.info("pretrained on %d cells of %d reference donors; loss %.4f -> %.4f", panel.n_obs, len(donors),
              curve[0][1], curve[-1][1])
-    save_scgpt(model, os.path.dirname(snakemake.output["best_model.pt"]), vocab=vocab, args=args)
+    save_scgpt(model.cpu(), os.path.dirname(snakemake.output["best_model.pt"]), vocab=vocab, args=args)
     write_tsv(pd.DataFrame(curve, columns=["step", "loss"]), snakemake.output.curve)

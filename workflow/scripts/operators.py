@@ -32,9 +32,18 @@ def load_ruler():
 
 
 def reference_cells(genes):
-    """Reference donors' cells of the benchmark panel, columns in `genes` order."""
-    panel = ad.read_h5ad(snakemake.input.h5ad)
-    return panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors)), genes].copy()
+    """Reference donors' cells of the benchmark panel (log1p X only, read backed), columns in `genes` order."""
+    from fmextract.chunks import open_backed, read_rows
+    from fmextract.errors import InputError
+
+    with open_backed(snakemake.input.h5ad) as panel:
+        rows = panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors)).to_numpy()
+        cols = panel.var_names.get_indexer(genes)
+        if (cols < 0).any():
+            raise InputError(f"{snakemake.input.h5ad}: {int((cols < 0).sum())} feature-map genes are absent; rebuild the "
+                             "feature map from this panel")
+        return ad.AnnData(X=read_rows(panel.X, rows, columns=cols), obs=panel.obs[rows].copy(),
+                          var=panel.var.iloc[cols].copy())
 
 
 def reference_anchors(genes):
@@ -53,24 +62,35 @@ def reference_anchors(genes):
 if rule == "export_operators":
     import torch
 
-    from fmextract.operators import WEIGHT_DEFINITIONS, export_operators, save_operators, weights_operators
-    from fmextract.scgpt import load_scgpt
+    from fmextract.chunks import open_backed, read_rows
+    from fmextract.operators import (
+        WEIGHT_DEFINITIONS, context_cells, export_operators, save_operators, weights_operators,
+    )
+    from fmextract.scgpt import load_scgpt, resolve_device
 
     torch.set_num_threads(snakemake.threads)
     cfg, definition = snakemake.params.operators, snakemake.wildcards.definition
-    model = load_scgpt(str(snakemake.input["args.json"]).rsplit("/", 1)[0])
+    device = resolve_device(snakemake.params.device)
+    model = load_scgpt(str(snakemake.input["args.json"]).rsplit("/", 1)[0], device=device)
     genes = read_lines(snakemake.input.genes)
     if definition in WEIGHT_DEFINITIONS:  # read from the checkpoint's weights: no data, no forward pass
         ops = weights_operators(model, genes, definition)
         log.info("read %s operators %s from the weights of %s", definition, ops.operators.shape, model.checkpoint_sha256)
     else:
-        panel = ad.read_h5ad(snakemake.input.h5ad)
-        context = panel[panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors))]
+        with open_backed(snakemake.input.h5ad) as panel:  # the benchmark panel: panel genes only, on disk
+            donors = read_lines(snakemake.input.reference_donors)
+            reference = np.flatnonzero(panel.obs["donor"].isin(donors).to_numpy())
+            rows = np.zeros(panel.n_obs, dtype=bool)
+            rows[reference[context_cells(len(reference), cfg["n_context"], snakemake.params.seed)]] = True
+            counts = read_rows(panel.layers["counts"], rows)  # the sampled context cells' counts, nothing else
+            context = ad.AnnData(obs=panel.obs[rows].copy(), var=panel.var.copy(), layers={"counts": counts})
+        log.info("%d context cells of %d reference-donor cells read from %s; model on %s", context.n_obs,
+                 len(reference), snakemake.input.h5ad, device)
         ops = export_operators(
-            model, context, genes=genes, n_context=cfg["n_context"],
+            model, context, genes=genes, n_context=context.n_obs,
             definition=definition, seed=snakemake.params.seed, batch_size=cfg["batch_size"],
         )
-        log.info("exported %s operators %s from %d context cells", definition, ops.operators.shape, cfg["n_context"])
+        log.info("exported %s operators %s from %d context cells", definition, ops.operators.shape, context.n_obs)
     save_operators(ops, snakemake.output[0])
 
 elif rule == "head_screen":

@@ -8,6 +8,6 @@ out = snakemake.output
 plots.manifold_views(read_tsv(snakemake.input.latent), out.manifold)
 plots.benchmark_boxplots(read_tsv(snakemake.input.metrics), read_tsv(snakemake.input.stats), out.benchmark,
                          reference=snakemake.params.reference)
-plots.runtime_bars(read_tsv(snakemake.input.runtime), out.runtime)
+plots.runtime_bars(read_tsv(snakemake.input.runtime_summary), out.runtime)
 plots.compression_plot(read_tsv(snakemake.input.compression), out.compression, endpoint=snakemake.params.compression_endpoint)
 plots.factor_bars(read_tsv(snakemake.input.ablation), out.factors)

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import re
 
 import pandas as pd
 
@@ -65,3 +64,14 @@ elif rule == "stats":
     runtime = read_tsv(snakemake.input.runtime).groupby("method")["seconds"].sum()
     log.info("campaign seconds per method:\n%s", runtime.to_string())
     write_tsv(summary, snakemake.output.summary)
+
+elif rule == "runtime_summary":
+    from fmextract.runtime import runtime_summary
+
+    one_time = {method: {step: float(read_tsv(path)["s"].iloc[0]) for step, path in steps.items()}
+                for method, steps in snakemake.params.steps.items()}
+    table = runtime_summary(read_tsv(snakemake.input.runtime), one_time, reference=snakemake.params.reference,
+                            campaign_splits=snakemake.params.campaign_splits)
+    log.info("one-time builds vs per-split cost (%d-split campaign):\n%s", snakemake.params.campaign_splits,
+             table.drop(columns="one_time_steps").to_string(index=False))
+    write_tsv(table, snakemake.output[0])

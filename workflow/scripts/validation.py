@@ -29,8 +29,10 @@ anchor_kw = dict(d_latent=acfg["d_latent"], epochs=acfg["epochs"], **common)  # 
 
 with open(snakemake.input.reference_donors) as fh:
     reference_donors = {line.strip() for line in fh if line.strip()}
-panel = ad.read_h5ad(snakemake.input.h5ad)
-profiles, meta = data.anchors(panel[:, fmap.genes], min_cells=min_cells)
+with data.open_backed(snakemake.input.h5ad) as panel:  # the benchmark panel on disk: the map's columns only
+    X, _ = data.align_genes(panel, fmap.genes)
+    panel = ad.AnnData(X=X, obs=panel.obs.copy())
+profiles, meta = data.anchors(panel, min_cells=min_cells)
 data.require_anchors(meta, min_cells=min_cells, source=str(snakemake.input.h5ad),
                      what=f"the {panel.obs['donor'].nunique()} donors of the benchmark panel")
 is_ref = meta["donor"].astype(str).isin(reference_donors).to_numpy()
@@ -70,10 +72,11 @@ latent = pd.concat([
 
 def other_panel(path):
     """Anchors of another prepared panel over the feature map's genes (absent genes as zero)."""
-    other = ad.read_h5ad(path)
-    X, coverage = data.align_genes(other, fmap.genes)
-    P, M = data.anchors(ad.AnnData(X=X, obs=other.obs), min_cells=min_cells)
-    data.require_anchors(M, min_cells=min_cells, source=str(path), what=f"the {other.obs['donor'].nunique()} donors")
+    with data.open_backed(path) as other:  # all genes on disk: only the feature map's columns are read
+        X, coverage = data.align_genes(other, fmap.genes)
+        obs = other.obs.copy()
+    P, M = data.anchors(ad.AnnData(X=X, obs=obs), min_cells=min_cells)
+    data.require_anchors(M, min_cells=min_cells, source=str(path), what=f"the {obs['donor'].nunique()} donors")
     log.info("%s: %.1f%% of panel genes present (missing genes set to 0), %d anchors", path, 100 * coverage, len(M))
     return P, M, coverage
 

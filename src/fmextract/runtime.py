@@ -1,0 +1,55 @@
+"""The benchmark's cost as the paper reports it: one-time cache builds vs per-split cost, and a campaign total.
+
+The paper (supplement S23): frozen-scGPT avg-pool cache 5,163.8 s, then 159.2 s per split; extracted cache (drift +
+head training) 99.5 s, then 8.8 s per split; a 12-split campaign 205 s vs 7,074 s = 34.5x. `runtime_summary` builds
+the same rows from the pipeline's Snakemake `benchmark:` files: the one-time steps behind each method's declared
+inputs (cache rules and what they are fitted from) and its per-split jobs (runtime.tsv).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from fmextract.errors import InputError
+
+COLUMNS = ["method", "one_time_seconds", "one_time_steps", "n_splits", "per_split_seconds", "per_split_method_seconds",
+           "campaign_splits", "campaign_seconds", "reference", "campaign_ratio", "per_split_ratio"]
+
+
+def runtime_summary(
+    runtime: pd.DataFrame, one_time: Mapping[str, Mapping[str, float]], *, reference: str, campaign_splits: int
+) -> pd.DataFrame:
+    """One row per method: one-time seconds (and its steps), mean per-split job seconds, campaign total and ratios.
+
+    `runtime`: runtime.tsv (method, split, seconds = job wall time, method_seconds = the method call alone).
+    `one_time`: method -> {step: seconds} of the one-time builds behind its declared inputs (empty: none).
+    campaign_seconds = one_time_seconds + campaign_splits x per_split_seconds (the paper's 12-split campaign);
+    campaign_ratio and per_split_ratio divide by the reference method's (the paper: mlp_probe / extracted = 34.5x).
+    """
+    missing = {"method", "split", "seconds", "method_seconds"} - set(runtime.columns)
+    if missing:
+        raise InputError(f"runtime table lacks columns {sorted(missing)}; rerun the collect rule")
+    if campaign_splits < 1:
+        raise InputError(f"stats.campaign_splits={campaign_splits} must be a positive number of splits")
+    per_split = runtime.groupby("method").agg(n_splits=("split", "nunique"), per_split_seconds=("seconds", "mean"),
+                                              per_split_method_seconds=("method_seconds", "mean"))
+    rows = []
+    for method, r in per_split.iterrows():
+        steps = dict(one_time.get(method, {}))
+        total = float(sum(steps.values()))
+        rows.append({"method": method, "one_time_seconds": total,
+                     "one_time_steps": "; ".join(f"{k} {v:.1f}" for k, v in sorted(steps.items())) or "none",
+                     "n_splits": int(r["n_splits"]), "per_split_seconds": float(r["per_split_seconds"]),
+                     "per_split_method_seconds": float(r["per_split_method_seconds"]),
+                     "campaign_splits": int(campaign_splits),
+                     "campaign_seconds": total + campaign_splits * float(r["per_split_seconds"])})
+    table = pd.DataFrame(rows, columns=COLUMNS[:8])
+    ref = table.set_index("method")
+    has_ref = reference in ref.index
+    table["reference"] = reference
+    table["campaign_ratio"] = table["campaign_seconds"] / ref.loc[reference, "campaign_seconds"] if has_ref else np.nan
+    table["per_split_ratio"] = table["per_split_seconds"] / ref.loc[reference, "per_split_seconds"] if has_ref else np.nan
+    return table[COLUMNS].sort_values("campaign_seconds", ascending=False, kind="stable").reset_index(drop=True)

@@ -1,0 +1,34 @@
+"""runtime_summary: one-time builds vs per-split cost and the campaign total, as the paper reports its runtime."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fmextract.errors import InputError
+from fmextract.runtime import runtime_summary
+
+
+def test_paper_numbers_give_the_paper_ratio():
+    """The paper's S23 figures (cache 99.5 s + 8.8 s/split vs 5,163.8 s + 159.2 s/split) -> 34.5x over 12 splits."""
+    runtime = pd.DataFrame([(m, f"s{i}", s, s / 2) for m, s in (("extracted", 8.8), ("mlp_probe", 159.2), ("pca", 3.0))
+                            for i in range(40)], columns=["method", "split", "seconds", "method_seconds"])
+    one_time = {"extracted": {"adaptor": 90.0, "frozen_latent": 9.5}, "mlp_probe": {"embed_cells": 5163.8}}
+    t = runtime_summary(runtime, one_time, reference="extracted", campaign_splits=12).set_index("method")
+    assert t.loc["extracted", "campaign_seconds"] == pytest.approx(99.5 + 12 * 8.8)
+    assert t.loc["mlp_probe", "campaign_seconds"] == pytest.approx(7074.2)
+    assert t.loc["mlp_probe", "campaign_ratio"] == pytest.approx(34.5, abs=0.05)
+    assert t.loc["mlp_probe", "per_split_ratio"] == pytest.approx(159.2 / 8.8)
+    assert t.loc["pca", "one_time_seconds"] == 0 and t.loc["pca", "one_time_steps"] == "none"
+    assert t.loc["extracted", "one_time_steps"] == "adaptor 90.0; frozen_latent 9.5"
+    assert (t["n_splits"] == 40).all() and t.loc["mlp_probe", "per_split_method_seconds"] == pytest.approx(79.6)
+
+
+def test_missing_reference_and_bad_input():
+    runtime = pd.DataFrame({"method": ["pca"], "split": ["s0"], "seconds": [1.0], "method_seconds": [0.5]})
+    t = runtime_summary(runtime, {}, reference="extracted", campaign_splits=12)
+    assert t["campaign_ratio"].isna().all()
+    with pytest.raises(InputError, match="lacks columns"):
+        runtime_summary(runtime.drop(columns="seconds"), {}, reference="pca", campaign_splits=12)
+    with pytest.raises(InputError, match="campaign_splits"):
+        runtime_summary(runtime, {}, reference="pca", campaign_splits=0)
