@@ -55,8 +55,12 @@ def test_frozen_embeddings_once_per_model_and_panel_and_no_split_job_loads_the_t
     embed = [fields["output"] for rule, fields in jobs if rule == "embed_cells"]
     assert embed == ["results/embeddings/trained/benchmark.h5"]  # one job per (model, panel) the methods declare
     loads_model = {rule for rule, fields in jobs if "best_model.pt" in fields.get("input", "")}
-    assert loads_model == {"embed_cells", "export_operators", "untrained_model", "verify_download"}  # last: sha256
-    assert sum(rule == "export_operators" for rule, _ in jobs) == 2  # trained and untrained: once each
+    # the last: sha256; untrained and planted copies read the architecture
+    assert loads_model == {"embed_cells", "export_operators", "untrained_model", "planted_model", "verify_download"}
+    exports = {f["output"] for r, f in jobs if r == "export_operators"}  # once per (model, definition)
+    assert exports == {f"results/operators/{m}/{d}.npz" for m in ("trained", "planted")
+                       for d in ("attention_prob", "qk_raw", "qk_weights", "ov_weights")} | {
+        "results/operators/untrained/attention_prob.npz"}
     split_jobs = [(rule, fields) for rule, fields in jobs if "split=" in fields.get("wildcards", "")]
     assert split_jobs and not any("best_model.pt" in f.get("input", "") for _, f in split_jobs)
     cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
@@ -65,9 +69,15 @@ def test_frozen_embeddings_once_per_model_and_panel_and_no_split_job_loads_the_t
         assert "load_scgpt" not in code and "embed_cells(" not in code, name
     probe = [f["input"] for r, f in jobs if r == "run_method" and "method=mlp_probe" in f.get("wildcards", "")]
     assert len(probe) == 40 and all("results/embeddings/trained/benchmark.h5" in i for i in probe)
-    latents = {f["output"] for r, f in jobs if r == "frozen_latent"}
-    assert latents == {f"results/latent/{f}.h5" for f in
-                       ("pooled_drift_cell", "pooled_drift_anchor", "top1_cell", "top3_cell", "untrained_pooled_drift_cell")}
+    latents = {f["output"] for r, f in jobs if r == "frozen_latent"}  # once per (map, adaptor) a method or rung reads
+    declared = {s["inputs"]["latent"] for s in cfg["methods"].values() if "latent" in s.get("inputs", {})}
+    assert declared == {f"results/latent/{f}.h5" for f in ("pooled_drift_cell", "pooled_drift_anchor", "top1_cell",
+                        "top3_cell", "untrained_pooled_drift_cell", "raw_cell", "planted_pooled_drift_cell")}
+    rungs = {f"results/latent/{f}_cell.h5" for f in ("top1_rank64", "top1_rank32", "top1_rank16", "top1_rank8",
+                                                      "top1_sparse")}
+    assert latents == declared | rungs
+    compression = [f["input"] for r, f in jobs if r == "compression_split"]
+    assert len(compression) == 88 and all("results/operators" not in i for i in compression)  # rows of the caches
 
 
 def _pins(requirements) -> dict[str, str]:
