@@ -12,7 +12,7 @@ from fmextract import cache
 from fmextract.adaptor import Adaptor
 from fmextract.chunks import open_backed
 from fmextract.errors import InputError
-from fmextract.features import low_rank_map, pooled_drift_map, sparse_map
+from fmextract.features import hard_sparse_map, low_rank_map, pooled_drift_map
 from fmextract.latent import fold, write_latent_cache
 
 G = 80
@@ -35,7 +35,8 @@ def parts():
 @pytest.mark.parametrize("kind", ["dense", "low_rank", "sparse"])
 def test_folded_equals_feature_map_then_adaptor(parts, kind):
     fmap, adaptor, X = parts
-    fmap = {"dense": fmap, "low_rank": low_rank_map(fmap, 16), "sparse": sparse_map(fmap, 0.05)}[kind]
+    fmap = {"dense": fmap, "low_rank": low_rank_map(fmap, 16),
+            "sparse": hard_sparse_map(low_rank_map(fmap, 16), n_factors=4, n_genes=10)}[kind]
     unfolded = fmap.transform(X, then=adaptor.transform)
     folded = fold(fmap, adaptor)
     assert folded.matrix.shape == (G, 10) and folded.offset.shape == (10,) and folded.matrix.dtype == np.float32
