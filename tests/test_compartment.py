@@ -26,7 +26,7 @@ def compartment(inputs, **over):
 
 def test_hematopoietic_panels_unchanged(inputs):
     """Same counts, same obs as before the compartment existed. Counts recorded at commit ce72ea3; obs re-recorded
-    when the stage table gained ontology labels (the simulator names cells by a stage's first label)."""
+    when the stage table gained ontology labels (each donor's label of a stage is drawn from the table's)."""
     a = simulate_panel(*inputs, donors=["D0", "D1", "D2"], tissues=["blood", "spleen"], stages=None, cells_per_donor=60,
                        n_genes=None, seed=7)
     counts = hashlib.sha256(a.X.data.tobytes() + a.X.indices.tobytes()).hexdigest()
