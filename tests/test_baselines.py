@@ -121,6 +121,15 @@ def test_embeddings_shape_finite_deterministic(split, name):
         assert probe_accuracy(z_train, z_test, train, truth) > 0.6
 
 
+def test_scvi_trains_when_the_last_mini_batch_is_one_cell(split):
+    """n_train = k x batch_size + 1 left a one-cell batch that scVI's batch norm rejects (seen in the paper CI run)."""
+    train, test, _ = split
+    train = train[: train.n_obs - (train.n_obs % 16) + 1 - (16 if train.n_obs % 16 == 0 else 0)].copy()
+    assert train.n_obs % 16 == 1
+    z_train, z_test = run("scvi", "embedding", train, test, params(max_epochs=1, batch_size=16))[:2]
+    assert z_train.shape == (train.n_obs, 10) and np.isfinite(z_test).all()
+
+
 def test_control_shuffled_near_chance(split):
     train, test, truth = split
     z_train, z_test = run("control_shuffled", "embedding", train, test, params())

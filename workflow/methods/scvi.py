@@ -7,7 +7,8 @@ posterior mean, no retraining): it reads only their counts, so no test label rea
 Seeded (`scvi.settings.seed`), torch threads = params threads, all training cells used (`train_size=1.0`).
 Params: n_latent (10); max_epochs (null or absent: scvi-tools' own heuristic, min(400, 400 x 20,000 / n_cells), i.e.
 80 epochs at the paper's 100k training cells; the demo sets 20); accelerator ("auto": a GPU when lightning sees one,
-else cpu; or "cpu", "gpu"); batch_size (128).
+else cpu; or "cpu", "gpu"); batch_size (128; when the training cells leave a last mini-batch of one cell, which
+scVI's batch norm cannot train on, that batch is dropped).
 """
 
 import logging
@@ -34,10 +35,13 @@ def embed(train, test, params):
     fit, query = counts_only(train), counts_only(test)
     scvi.model.SCVI.setup_anndata(fit, layer="counts", batch_key=None)
     model = scvi.model.SCVI(fit, n_latent=params.get("n_latent", 10))
+    batch_size = params.get("batch_size", 128)
+    # a last mini-batch of ONE cell breaks scVI's batch norm ("Expected more than 1 value per channel"): drop it then
+    drop_last = fit.n_obs % batch_size == 1
     model.train(
         max_epochs=params.get("max_epochs"), accelerator=params.get("accelerator", "auto"), devices=1, train_size=1.0,
-        batch_size=params.get("batch_size", 128), enable_progress_bar=False, enable_model_summary=False,
-        logger=False, enable_checkpointing=False,
+        batch_size=batch_size, datasplitter_kwargs={"drop_last": drop_last}, enable_progress_bar=False,
+        enable_model_summary=False, logger=False, enable_checkpointing=False,
     )
     z_train = model.get_latent_representation(fit)
     n_network = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
