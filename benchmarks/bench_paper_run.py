@@ -71,13 +71,17 @@ def timed(fn, *a, **kw) -> tuple[object, float, float]:
 
 
 def copy_workflow(work: Path) -> Path:
-    """The workflow as a user clones it."""
+    """The workflow as a user clones it; on a kept workdir the code is refreshed, generated inputs stay."""
     wf = work / "wf"
-    if not wf.exists():
-        wf.mkdir(parents=True)
-        for name in ("Snakefile", "workflow", "config", "resources", "profiles", "envs"):
-            src = ROOT / name
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
+    wf.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "config", "resources", "profiles", "envs"):
+        src, dest = ROOT / name, wf / name
+        if src.is_dir():
+            if name != "resources":  # resources/ also holds the stand-ins and the checkpoint made below
+                shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy(src, dest)
     return wf
 
 
