@@ -140,8 +140,8 @@ def config_layer(args: argparse.Namespace, wf: Path, paper: dict, files: dict[st
 
 
 def snakemake(wf: Path, layers: list[str], *extra: str, cores: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", *layers, "--rerun-triggers",
-           "mtime", *extra]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), *extra, "--configfile", *layers,
+           "--rerun-triggers", "mtime"]  # last: both options take several values
     return subprocess.run(cmd, cwd=wf, capture_output=True, text=True)
 
 
