@@ -62,3 +62,9 @@ def test_raw_with_other_genes_is_an_error(counts):
     a.raw = ad.AnnData(X=sp.hstack([counts, counts], format="csr"))
     with pytest.raises(InputError, match=r"raw.X has 24 genes but var has 12"):
         counts_source(a, None, source="f")
+
+
+def test_log_cp10k_of_an_empty_block_is_empty():
+    """A chunk whose cells were all filtered out (seen at atlas scale in prepare) normalises to an empty block."""
+    out = log_cp10k(sp.csr_matrix((0, 5), dtype=np.float32))
+    assert sp.issparse(out) and out.shape == (0, 5) and out.dtype == np.float32

@@ -133,7 +133,7 @@ def test_backed_prepare_matches_in_memory(tmp_path, stage_table, root):
     raw = simulate_panel(stage_table, edges, programs, [], donors=["D0", "D1", "D2", "D3"], tissues=["bone_marrow"],
                          stages=None, cells_per_donor=40, n_genes=None, seed=5)
     raw.obs["cell_type"] = raw.obs["cell_type"].astype(str)
-    raw.obs.loc[raw.obs_names[:3], "cell_type"] = "not a blood cell"
+    raw.obs.loc[raw.obs_names[:17], "cell_type"] = "not a blood cell"  # the whole first chunk (chunk_size 17)
     raw.write_h5ad(tmp_path / "raw.h5ad")
     keys = {**KEYS, "counts_layer": "counts"}
 
@@ -143,7 +143,7 @@ def test_backed_prepare_matches_in_memory(tmp_path, stage_table, root):
     unmapped, info = data.prepare_panel(tmp_path / "raw.h5ad", stage_table, tmp_path / "prep.h5ad", source="p",
                                         min_donors=3, chunk_size=17, **keys)
     disk = ad.read_h5ad(tmp_path / "prep.h5ad")
-    assert info["n_obs"] == mem.n_obs == raw.n_obs - 3 and info["n_dropped"] == 3
+    assert info["n_obs"] == mem.n_obs == raw.n_obs - 17 and info["n_dropped"] == 17
     assert unmapped.equals(unmapped_mem)
     assert (disk.obs_names == mem.obs_names).all() and (disk.var_names == mem.var_names).all()
     assert disk.obs[list(data.PREPARED_OBS)].astype(str).equals(mem.obs[list(data.PREPARED_OBS)].astype(str))

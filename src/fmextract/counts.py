@@ -129,6 +129,8 @@ def log_cp10k(counts: sp.csr_matrix, *, target_sum: float = 1e4) -> sp.csr_matri
     """log1p(CP10k) of a count block with scanpy (row-wise, so chunked and whole results agree): THE normalisation."""
     import scanpy as sc
 
+    if counts.shape[0] == 0:  # a chunk whose cells were all filtered out: nothing to normalise (scanpy rejects it)
+        return sp.csr_matrix(counts.shape, dtype=np.float32)
     tmp = ad.AnnData(X=counts.copy())
     sc.pp.normalize_total(tmp, target_sum=target_sum)
     sc.pp.log1p(tmp)
