@@ -154,7 +154,8 @@ def plan(wf: Path, layers: list[str]) -> list[dict]:
     for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n?)+)", proc.stdout + proc.stderr, re.M):
         fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), re.M))
         res = dict(re.findall(r"(\w+)=([^,]+)", fields.get("resources", "")))
-        jobs.append({"rule": m.group(1), "output": fields.get("output", ""), "benchmark": fields.get("benchmark"),
+        jobs.append({"rule": m.group(1), "input": fields.get("input", ""), "output": fields.get("output", ""),
+                     "benchmark": fields.get("benchmark"),
                      "wildcards": fields.get("wildcards", ""), "mem_mb": float(res.get("mem_mb", "nan")),
                      "runtime": float(res.get("runtime", "nan"))})
     return jobs
@@ -190,6 +191,7 @@ def embed_sample(args: argparse.Namespace, wf: Path) -> dict:
         sample = panel[: args.embed_cells].to_memory()
         names = list(panel.obs_names)
     _, wall, rss = timed(embed_to_cache, model, sample, wf / "embed_sample.h5", seed=args.seed, progress=False)
+    tokens = float((sample.layers["counts"] > 0).sum(axis=1).mean()) + 1  # expressed panel genes + <cls>
     rng = np.random.default_rng(args.seed)
     out = wf / "results" / "embeddings" / "trained" / "benchmark.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +199,7 @@ def embed_sample(args: argparse.Namespace, wf: Path) -> dict:
               for s in range(0, len(names), 50_000))
     cache.write(out, names, blocks, d=ARCH["d_model"], attrs={"benchmark": "random stand-in of the right shape"})
     rate = args.embed_cells / wall
-    return {"cells": args.embed_cells, "wall_s": wall, "peak_rss_gb": rss, "cells_per_s": rate,
+    return {"cells": args.embed_cells, "wall_s": wall, "peak_rss_gb": rss, "cells_per_s": rate, "tokens_per_cell": tokens,
             "panel_cells": len(names), "extrapolated_s": len(names) / rate}
 
 
@@ -248,8 +250,9 @@ def markdown(args: argparse.Namespace, jobs: list[dict], done: list[dict], embed
         table.loc["embed_cells", ["measured", "wall", "wall_max", "rss"]] = [1, embed["wall_s"], embed["wall_s"],
                                                                             embed["peak_rss_gb"] * 1000]
         extrap["embed_cells"] = embed["extrapolated_s"]
-        notes["embed_cells"] = (f"{embed['cells']} cells measured ({embed['cells_per_s']:.2f} cells/s, CPU, 1 thread), "
-                                f"x {embed['panel_cells']:,} cells (a GPU job; no GPU here)")
+        notes["embed_cells"] = (f"{embed['cells']} cells measured ({embed['cells_per_s']:.2f} cells/s at "
+                                f"{embed.get('tokens_per_cell', float('nan')):.0f} tokens/cell, CPU, 1 thread), x "
+                                f"{embed['panel_cells']:,} cells (a GPU job; no GPU here)")
     lines = [
         "# What the paper run costs (config/paper.yaml at full shape, on stand-ins)",
         "",
@@ -306,8 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     embed_json = work / "embed.json"
     if embed_json.exists():
         embed = json.loads(embed_json.read_text())
-    else:  # the data steps first, then the sampled embedding cache, then everything else of one split
-        proc = snakemake(wf, layers, "results/data/benchmark.h5ad", cores=args.cores)
+    else:  # the cache's inputs first (panel, verified checkpoint), then the sampled cache, then the rest of one split
+        embed_inputs = [f for j in jobs if j["rule"] == "embed_cells" for f in j["input"].split(", ")]
+        proc = snakemake(wf, layers, *embed_inputs, cores=args.cores)
         if proc.returncode:
             raise SystemExit(proc.stderr[-5000:])
         embed = embed_sample(args, wf)
