@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-context", type=int, default=8, help="context cells of each forward-pass export (paper: 2,000)")
     p.add_argument("--embed-cells", type=int, default=200, help="cells embedded to measure the cache's rate")
     p.add_argument("--scvi-epochs", type=int, default=2, help="scVI epochs run (then scaled to the heuristic)")
+    p.add_argument("--skip-methods", nargs="*", default=[], help="methods whose split job is not run (too slow here)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--inputs-only", action="store_true", help="write the stand-ins and the checkpoint, then stop")
     p.add_argument("--seed", type=int, default=0)
@@ -161,14 +162,15 @@ def plan(wf: Path, layers: list[str]) -> list[dict]:
     return jobs
 
 
-def targets(jobs: list[dict]) -> list[str]:
-    """Every job's output except those of splits other than ONE_SPLIT and the whole-run aggregates."""
+def targets(jobs: list[dict], skip_methods: list[str]) -> list[str]:
+    """Every job's output except those of splits other than ONE_SPLIT, skipped methods and the whole-run aggregates."""
     skip = {"all", "collect", "stats", "method_failures", "runtime_summary", "compression_table", "factor_table",
             "factor_core_split", "figures", "paper_comparison", "summary_markdown", "report_table"}
     out = []
     for j in jobs:
         split = re.search(r"split=(split\d{3})", j["wildcards"])
-        if j["rule"] in skip or (split and split.group(1) != ONE_SPLIT):
+        method = re.search(r"method=(\w+)", j["wildcards"])
+        if j["rule"] in skip or (split and split.group(1) != ONE_SPLIT) or (method and method.group(1) in skip_methods):
             continue
         out += j["output"].split(", ")
     return sorted(set(out))
@@ -217,75 +219,75 @@ def measured(wf: Path, jobs: list[dict]) -> list[dict]:
     return rows
 
 
+def group(job: dict) -> str:
+    """The table row a job belongs to: its rule; per method for run_method; forward vs weights-only exports."""
+    if job["rule"] == "run_method":
+        return "run_method " + re.search(r"method=(\w+)", job["wildcards"]).group(1)
+    if job["rule"] == "export_operators":
+        forward = re.search(r"definition=(attention_prob|qk_raw)\b", job["wildcards"])
+        return "export_operators " + ("(forward pass)" if forward else "(weights only)")
+    return job["rule"]
+
+
 def markdown(args: argparse.Namespace, jobs: list[dict], done: list[dict], embed: dict, scvi_epochs: float,
              sizes: dict) -> str:
     """The per-rule table and the totals."""
-    import numpy as np
     import pandas as pd
 
-    full = pd.DataFrame(jobs)
+    full = pd.DataFrame(jobs).assign(group=lambda d: [group(j) for j in jobs])
     got = pd.DataFrame(done)
-    per_rule = full.groupby("rule").agg(jobs=("rule", "size"), mem_mb=("mem_mb", "max"), runtime=("runtime", "max"))
-    m = got.groupby("rule").agg(measured=("rule", "size"), wall=("wall_s", "mean"), wall_max=("wall_s", "max"),
-                                rss=("max_rss_mb", "max"))
-    table = per_rule.join(m, how="left")
-    notes = {r: "measured, full shape" for r in table.index}
-    extrap = {}
-    # forward-pass exports: wall scales with context cells (upper bound: start-up and model load scale too)
-    fwd = got[(got["rule"] == "export_operators") & got["wildcards"].str.contains("attention_prob|qk_raw")]
-    if len(fwd):
-        extrap["export_operators"] = got[(got["rule"] == "export_operators") & ~got.index.isin(fwd.index)][
-            "wall_s"].sum() + fwd["wall_s"].sum() * 2000 / args.n_context
-        notes["export_operators"] = (f"forward-pass definitions measured with {args.n_context} context cells, wall x "
-                                     f"2,000/{args.n_context} (upper bound); weights-only definitions measured")
-    run_method = got[got["rule"] == "run_method"].copy()
-    if len(run_method):
-        run_method["method"] = run_method["wildcards"].str.extract(r"method=(\w+)")[0]
-        scale = np.where(run_method["method"] == "scvi", scvi_epochs / args.scvi_epochs, 1.0)
-        counts = full[full["rule"] == "run_method"]["wildcards"].str.extract(r"method=(\w+)")[0].value_counts()
-        extrap["run_method"] = float((run_method["wall_s"] * scale * run_method["method"].map(counts)).sum())
-        notes["run_method"] = (f"{ONE_SPLIT} of every method measured, x its split count; scVI {args.scvi_epochs} "
-                               f"epochs measured, x {scvi_epochs:.0f}/{args.scvi_epochs} (the heuristic)")
+    got["group"] = [group(j) for j in done]
+    table = full.groupby("group").agg(jobs=("rule", "size"), mem_mb=("mem_mb", "max"), runtime=("runtime", "max"))
+    table = table.join(got.groupby("group").agg(measured=("rule", "size"), wall=("wall_s", "mean"),
+                                                wall_max=("wall_s", "max"), rss=("max_rss_mb", "max")), how="left")
+    scale, notes = {}, {}
+    scale["export_operators (forward pass)"] = 2000 / args.n_context
+    notes["export_operators (forward pass)"] = (f"measured with {args.n_context} context cells; wall x 2,000/"
+                                                f"{args.n_context} (an upper bound: start-up and model load scale too)")
+    scale["run_method scvi"] = scvi_epochs / args.scvi_epochs
+    notes["run_method scvi"] = f"{args.scvi_epochs} epochs measured; wall x {scvi_epochs:.0f}/{args.scvi_epochs} epochs"
     if embed:
         table.loc["embed_cells", ["measured", "wall", "wall_max", "rss"]] = [1, embed["wall_s"], embed["wall_s"],
                                                                             embed["peak_rss_gb"] * 1000]
-        extrap["embed_cells"] = embed["extrapolated_s"]
-        notes["embed_cells"] = (f"{embed['cells']} cells measured ({embed['cells_per_s']:.2f} cells/s at "
-                                f"{embed.get('tokens_per_cell', float('nan')):.0f} tokens/cell, CPU, 1 thread), x "
-                                f"{embed['panel_cells']:,} cells (a GPU job; no GPU here)")
+        scale["embed_cells"] = embed["panel_cells"] / embed["cells"]
+        notes["embed_cells"] = (f"{embed['cells']} cells measured ({embed['cells_per_s']:.1f} cells/s at "
+                                f"{embed.get('tokens_per_cell', float('nan')):.0f} tokens/cell, CPU, 1 thread); wall x "
+                                f"{embed['panel_cells']:,} cells (a GPU job on a real run)")
     lines = [
         "# What the paper run costs (config/paper.yaml at full shape, on stand-ins)",
         "",
         f"Measured by `benchmarks/bench_paper_run.py` on {platform.node()} ({os.cpu_count()} CPUs, `--cores "
         f"{args.cores}`), {time.strftime('%Y-%m-%d %H:%M')}. Stand-ins: reference {args.reference_cells:,} cells, "
         f"immune {args.immune_cells:,} cells, {args.genes:,} genes each; random 12 x 8 x 512 checkpoint, "
-        f"{VOCAB_SIZE:,} tokens. Wall and peak RSS from each job's Snakemake benchmark file; mem_mb and runtime "
-        "(min) as declared for attempt 1.",
+        f"{VOCAB_SIZE:,} tokens. Wall and peak RSS from each job's Snakemake benchmark file (one-time jobs: all; "
+        f"per-split rules: {ONE_SPLIT}, 100k training cells); mem_mb and runtime (min) as declared for attempt 1. "
+        "Whole run = mean wall x jobs in the plan (x the sample's scale where noted).",
         "",
-        "| rule | jobs in the plan | measured | wall per job (s, mean / max) | peak RSS (GB) | mem_mb | RSS < mem_mb | "
-        "whole run (CPU-h) | how |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---|",
+        "| step | jobs in the plan | measured | wall per job (s, mean / max) | peak RSS (GB) | mem_mb | RSS < mem_mb | "
+        "runtime (min) | whole run (h) | how |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
-    total, over = 0.0, []
-    for rule, r in table.sort_values("jobs").iterrows():
+    total, over, missing = 0.0, [], []
+    for name, r in table.sort_values(["jobs", "wall"]).iterrows():
         if pd.isna(r["measured"]):
-            lines.append(f"| {rule} | {int(r['jobs'])} | 0 | | | {r['mem_mb']:.0f} | | | not run (aggregate of all "
-                         "splits, or an input of none of the measured jobs) |")
+            missing.append(f"{name} ({int(r['jobs'])})")
             continue
-        whole = extrap.get(rule, r["wall"] * r["jobs"])
+        whole = r["wall"] * scale.get(name, 1.0) * r["jobs"]
         total += whole
         ok = r["rss"] < r["mem_mb"]
-        if not ok:
-            over.append(rule)
-        lines.append(f"| {rule} | {int(r['jobs'])} | {int(r['measured'])} | {r['wall']:.1f} / {r['wall_max']:.1f} | "
-                     f"{r['rss'] / 1000:.2f} | {r['mem_mb']:.0f} | {'yes' if ok else '**no**'} | {whole / 3600:.2f} | "
-                     f"{notes.get(rule, 'measured, full shape')}{'' if rule in extrap else ', x jobs'} |")
-    peak = table["rss"].max() / 1000
-    lines += ["", f"Totals: **{total / 3600:.1f} hours** of job wall time (1 job per core; the scGPT forward passes "
-              f"{(extrap.get('embed_cells', 0) + extrap.get('export_operators', 0)) / 3600:.1f} h of it, GPU jobs on "
-              f"a real run); peak RSS of any job **{peak:.2f} GB**; disk: "
-              + ", ".join(f"{k} {v:.1f} GB" for k, v in sizes.items()) + ".",
-              f"Every measured rule's peak RSS is below its mem_mb: **{'yes' if not over else 'no: ' + ', '.join(over)}**."]
+        over += [] if ok else [name]
+        lines.append(f"| {name} | {int(r['jobs'])} | {int(r['measured'])} | {r['wall']:.1f} / {r['wall_max']:.1f} | "
+                     f"{r['rss'] / 1000:.2f} | {r['mem_mb']:.0f} | {'yes' if ok else '**no**'} | {r['runtime']:.0f} | "
+                     f"{whole / 3600:.2f} | {notes.get(name, 'measured at full shape')} |")
+    gpu = sum(table.loc[k, "wall"] * scale[k] * table.loc[k, "jobs"] for k in ("embed_cells",
+              "export_operators (forward pass)") if k in table.index and not pd.isna(table.loc[k, "wall"]))
+    lines += ["", f"Totals: **{total / 3600:.1f} hours** of job wall time, one core per job ({gpu / 3600:.1f} h of it "
+              "the scGPT forward passes, CPU-measured, GPU jobs on a real run); peak RSS of any job "
+              f"**{table['rss'].max() / 1000:.2f} GB**; disk: " + ", ".join(f"{k} {v:.1f} GB" for k, v in sizes.items())
+              + ".",
+              f"Every measured step's peak RSS is below its mem_mb: **{'yes' if not over else 'no: ' + ', '.join(over)}**.",
+              "Not measured here: " + (", ".join(missing) or "none") + " (aggregates of every split, downloads, or "
+              "jobs that did not finish; see the README)."]
     return "\n".join(lines) + "\n"
 
 
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         embed_json.write_text(json.dumps(embed))
         log(f"embedding sample: {embed['cells_per_s']:.2f} cells/s")
     log("running every one-time job and one split of every per-split rule")
-    proc = snakemake(wf, layers, "--keep-going", *targets(jobs), cores=args.cores)
+    proc = snakemake(wf, layers, "--keep-going", *targets(jobs, args.skip_methods), cores=args.cores)
     (work / "snakemake.log").write_text(proc.stdout + proc.stderr)
     log(f"snakemake exit {proc.returncode} (log: {work / 'snakemake.log'})")
     # scvi-tools' heuristic epochs at the training-cell cap (the paper's training donors hold more cells than it)
