@@ -137,10 +137,7 @@ def feature_map_inputs(wildcards):
     """
     if wildcards.feature == "raw":
         return {"genes": "results/data/gene_panel.txt"}
-    model, feature = "trained", wildcards.feature
-    for prefix in ("untrained", "planted"):
-        if feature.startswith(f"{prefix}_"):
-            model, feature = prefix, feature.removeprefix(f"{prefix}_")
+    model, feature = feature_model(wildcards.feature)
     base, _, surrogate = feature.partition("_")
     if surrogate == "sparse" and base.startswith("top"):
         prefix = wildcards.feature.removesuffix(feature)
@@ -197,9 +194,9 @@ def method_env(wildcards):
 
 
 def feature_model(feature):
-    """The model a feature map's operators come from: `<model>_<map>` names another model's map, else trained."""
-    prefix = feature.split("_", 1)[0]
-    return prefix if prefix in MODELS else "trained"
+    """(model, map) of a feature name: `<model>_<map>` names another model's map, anything else the trained one's."""
+    prefix, _, rest = feature.partition("_")
+    return (prefix, rest) if prefix in MODELS and prefix != "trained" else ("trained", feature)
 
 
 def one_time_benchmarks(method):
@@ -213,8 +210,8 @@ def one_time_benchmarks(method):
     for path in config["methods"][method].get("inputs", {}).values():
         if m := re.fullmatch(r"results/latent/(\w+)_(anchor|cell)\.h5", path):
             feature, mode = m.groups()
-            model = feature_model(feature)
-            base = feature.removeprefix(f"{model}_").split("_", 1)[0]
+            model, own = feature_model(feature)
+            base = own.split("_", 1)[0]
             steps[f"frozen_latent {feature}_{mode}"] = f"results/benchmarks/frozen_latent/{feature}_{mode}.tsv"
             steps[f"adaptor {feature}_{mode}"] = f"results/benchmarks/adaptor/{feature}_{mode}.tsv"
             steps[f"feature_map {feature}"] = f"results/benchmarks/feature_map/{feature}.tsv"

@@ -29,12 +29,21 @@ anchor_kw = dict(d_latent=acfg["d_latent"], epochs=acfg["epochs"], **common)  # 
 
 with open(snakemake.input.reference_donors) as fh:
     reference_donors = {line.strip() for line in fh if line.strip()}
-with data.open_backed(snakemake.input.h5ad) as panel:  # the benchmark panel on disk: the map's columns only
-    X, _ = data.align_genes(panel, fmap.genes)
-    panel = ad.AnnData(X=X, obs=panel.obs.copy())
-profiles, meta = data.anchors(panel, min_cells=min_cells)
-data.require_anchors(meta, min_cells=min_cells, source=str(snakemake.input.h5ad),
-                     what=f"the {panel.obs['donor'].nunique()} donors of the benchmark panel")
+
+
+def panel_anchors(path, name="the"):
+    """Anchors of a prepared panel over the feature map's genes (absent genes as zero), read backed: only the map's
+    columns; stops with one line when too few anchors reach anchors.min_cells."""
+    with data.open_backed(path) as panel:
+        X, coverage = data.align_genes(panel, fmap.genes)
+        obs = panel.obs.copy()
+    P, M = data.anchors(ad.AnnData(X=X, obs=obs), min_cells=min_cells)
+    data.require_anchors(M, min_cells=min_cells, source=str(path), what=f"{name} {obs['donor'].nunique()} donors")
+    log.info("%s: %.1f%% of panel genes present (missing genes set to 0), %d anchors", path, 100 * coverage, len(M))
+    return P, M, coverage
+
+
+profiles, meta, _ = panel_anchors(snakemake.input.h5ad, "the benchmark panel's")
 is_ref = meta["donor"].astype(str).isin(reference_donors).to_numpy()
 P_ref, M_ref = profiles[is_ref], meta[is_ref].reset_index(drop=True)
 P_ext, M_ext = profiles[~is_ref], meta[~is_ref].reset_index(drop=True)
@@ -70,19 +79,8 @@ latent = pd.concat([
     for name, m, F in (("internal", M_ref, F_ref), ("external", M_ext, F_ext))], ignore_index=True)
 
 
-def other_panel(path):
-    """Anchors of another prepared panel over the feature map's genes (absent genes as zero)."""
-    with data.open_backed(path) as other:  # all genes on disk: only the feature map's columns are read
-        X, coverage = data.align_genes(other, fmap.genes)
-        obs = other.obs.copy()
-    P, M = data.anchors(ad.AnnData(X=X, obs=obs), min_cells=min_cells)
-    data.require_anchors(M, min_cells=min_cells, source=str(path), what=f"the {obs['donor'].nunique()} donors")
-    log.info("%s: %.1f%% of panel genes present (missing genes set to 0), %d anchors", path, 100 * coverage, len(M))
-    return P, M, coverage
-
-
 if snakemake.input.immune:  # zero-shot: the frozen head on an independent panel
-    P_imm, M_imm, coverage = other_panel(snakemake.input.immune[0])
+    P_imm, M_imm, coverage = panel_anchors(snakemake.input.immune[0])
     F_imm = fmap.transform(P_imm)
     Z_imm = frozen.transform(F_imm)
     zs = validation.zero_shot_metrics(F_imm, M_imm, Z_imm, ruler, n_permutations=n_perm, seed=seed)
@@ -98,7 +96,7 @@ null_ruler = validation.permuted_ruler(ruler, seed=seed)
 add(refit_external(F_ref, F_ext, null_ruler), "control_null_branch")
 # Mismatched compartment: a panel with no hematopoietic manifold, labelled onto the ruler; the frozen adaptor.
 if snakemake.input.mismatched:
-    P_mis, M_mis, coverage = other_panel(snakemake.input.mismatched[0])
+    P_mis, M_mis, coverage = panel_anchors(snakemake.input.mismatched[0])
     F_mis = fmap.transform(P_mis)
     mis = validation.external_metrics(F_mis, M_mis, ruler, adaptor=frozen, n_permutations=n_perm, seed=seed)
     mis["gene_coverage"] = coverage
