@@ -109,3 +109,15 @@ def test_default_profile_does_not_enable_conda():
     conda = yaml.safe_load((ROOT / "profiles" / "conda" / "config.yaml").read_text())
     assert "software-deployment-method" not in default
     assert "conda" in str(conda.get("software-deployment-method"))
+
+
+def test_docs_state_the_planned_job_count(paper_plan):
+    """README.md and docs/reproduce.md state the paper dry run's job counts as `snakemake -n` plans them today."""
+    _, out = paper_plan
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+    for page in ("README.md", "docs/reproduce.md"):
+        stated = re.search(r"plans ([\d,]+) jobs,\s+([\d,]+) of them method × split", (ROOT / page).read_text())
+        assert stated, f"{page} does not state the paper dry run's job count"
+        total, per_split = (int(g.replace(",", "")) for g in stated.groups())
+        assert (total, per_split) == (counts["total"], counts["run_method"]), \
+            f"{page}: plans {counts['total']:,} jobs, {counts['run_method']:,} of them method × split"

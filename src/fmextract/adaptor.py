@@ -1,6 +1,6 @@
 """LET adaptor (latent embedding transfer): a linear map z = W (f - b) / s trained to match the stage ruler.
 
-Loss (METHOD.md), as a weighted sum of up to four terms over mini-batches (weights: `ruler`, `local`, `alpha`,
+Loss (docs/method.md, stage 2), as a weighted sum of up to four terms over mini-batches (weights: `ruler`, `local`, `alpha`,
 `gamma`):
 
 - stage ruler: mean over pairs of (beta * arccos(cos(z_i, z_j)) - d_ruler(i, j))^2; ruler distances are hop counts

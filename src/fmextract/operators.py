@@ -1,6 +1,6 @@
 """Stage 1: per-head gene x gene operators of a frozen scGPT model.
 
-Two readings of a head (METHOD.md, stage 1): from forward passes over context cells (`export_operators`:
+Two readings of a head (docs/method.md, stage 1): from forward passes over context cells (`export_operators`:
 `attention_prob`, `qk_raw`), or from the checkpoint's weights alone, no data (`qk_weights`, `ov_weights`).
 """
 
@@ -162,7 +162,7 @@ def ov_weights(model: ScGPT, genes: Sequence[str]) -> Operators:
     """Weights-only: A[l, h] = (E W_V W_O) Eᵀ / d_model — what gene g's value writes through head h, read on every gene.
 
     W_V (d x d_head): head h's value slice of the fused in-projection; W_O (d_head x d): head h's columns of the
-    out-projection. As METHOD.md writes it, biases do not enter (b_V W_O would add the same vector to every row).
+    out-projection. As docs/method.md defines it, biases do not enter (b_V W_O would add the same vector to every row).
     """
 
     def per_layer(E, attn, H, dh):

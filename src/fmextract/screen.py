@@ -1,4 +1,4 @@
-"""Head screen (METHOD.md): every (layer, head) operator gets its own quick anchor-trained adaptor, scored on
+"""Head screen (docs/method.md): every (layer, head) operator gets its own quick anchor-trained adaptor, scored on
 reference donors it was not fitted on (leave-one-reference-donor-out) by residualised Spearman and trustworthiness.
 """
 

@@ -12,7 +12,7 @@ from scipy.sparse.csgraph import connected_components, shortest_path
 
 from fmextract.errors import InputError
 
-#: The seven branches a stage table may use (METHOD.md, "Data contract").
+#: The seven branches a stage table may use (docs/method.md, "Data contract").
 BRANCHES = (
     "stem_progenitor",
     "erythroid_megakaryocyte",

@@ -1,4 +1,4 @@
-"""Manifold validation on anchors (METHOD.md): internal (the adaptor's own reference anchors, holdout refits),
+"""Manifold validation on anchors (docs/method.md): internal (the adaptor's own reference anchors, holdout refits),
 external (donors the adaptor never saw, FROZEN adaptor: the claim), zero-shot transfer, the controls whose verdict
 must fail, gate tables and the per-gate separation of real panels from controls.
 """
