@@ -287,7 +287,7 @@ def markdown(args: argparse.Namespace, jobs: list[dict], done: list[dict], embed
               + ".",
               f"Every measured step's peak RSS is below its mem_mb: **{'yes' if not over else 'no: ' + ', '.join(over)}**.",
               "Not measured here: " + (", ".join(missing) or "none") + " (aggregates of every split, downloads, or "
-              "jobs that did not finish; see the README)."]
+              "jobs that did not finish; see docs/cost.md)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """The real Snakefile on the tiny config, in a temporary copy of the workflow: tables, columns, value ranges.
 
-Also: `snakemake --lint` is clean, and adding a method by the README's two-step recipe works.
+Also: `snakemake --lint` is clean, and adding a method by the two-step recipe of docs/add-baseline.md works.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True)
 
 
 def add_method(work: Path, name: str, code: str) -> None:
-    """README "Add a baseline in two steps": 1. the method file, 2. one config entry."""
+    """docs/add-baseline.md, "Add a baseline in two steps": 1. the method file, 2. one config entry."""
     (work / "workflow" / "methods" / f"{name}.py").write_text(code)
     cfg_path = work / "config" / "tiny.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source = args.summary.resolve()
     shown = source.relative_to(ROOT).as_posix() if source.is_relative_to(ROOT) else str(args.summary)
+    if not args.summary.is_file():
+        raise SystemExit(f"readme_numbers: {args.summary} does not exist; run the demo (snakemake --cores all) and "
+                         "copy results/summary.md there, or pass --summary")
     readme = args.readme.read_text()
     updated = replace_block(readme, render(args.summary.read_text(), shown))
     if args.check:

@@ -1,7 +1,7 @@
 """LET adaptor (latent embedding transfer): a linear map z = W (f - b) / s trained to match the stage ruler.
 
-Loss (docs/method.md, stage 2), as a weighted sum of up to four terms over mini-batches (weights: `ruler`, `local`, `alpha`,
-`gamma`):
+Loss (docs/method.md, stage 2), as a weighted sum of up to four terms over mini-batches (weights: `ruler`, `local`,
+`alpha`, `gamma`):
 
 - stage ruler: mean over pairs of (beta * arccos(cos(z_i, z_j)) - d_ruler(i, j))^2; ruler distances are hop counts
   divided by the graph diameter so that both sides live in [0, 1] (beta = 1/pi maps angles there);

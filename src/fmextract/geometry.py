@@ -54,8 +54,8 @@ def same_group_pairs(meta: pd.DataFrame, keys: Sequence[str] = ("donor", "tissue
 def residualised_spearman(latent: np.ndarray, target: np.ndarray, confounds: np.ndarray) -> float:
     """Spearman of the residuals of both distances after least-squares regression on [1, confounds].
 
-    The head-screen score (docs/method.md): same-donor and same-tissue pair indicators are regressed out of the latent and
-    the ruler distance before ranking, so a donor or tissue effect cannot carry the score.
+    The head-screen score (docs/method.md): same-donor and same-tissue pair indicators are regressed out of the latent
+    and the ruler distance before ranking, so a donor or tissue effect cannot carry the score.
     """
     latent, target = np.asarray(latent, dtype=float), np.asarray(target, dtype=float)
     if latent.size < 3 or np.ptp(target) == 0:

@@ -630,8 +630,8 @@ def untrained_copy(model: ScGPT, *, seed: int) -> ScGPT:
     """The same architecture, vocabulary and args with fresh random weights: the untrained-model control.
 
     Any pretrained attention structure is gone; what remains is what the architecture and the input encoding alone
-    give an operator (docs/method.md, the embedded demo: every exported operator is measured against this control and raw
-    expression).
+    give an operator (docs/method.md, the embedded demo: every exported operator is measured against this control
+    and raw expression).
     """
     layer = model.transformer_encoder.layers[0]
     config = {**model.config, "seed": seed, "untrained": True}

@@ -1,7 +1,7 @@
 # The scGPT-architecture demo model (masked-value pretraining on the reference donors), the untrained-model
 # control (the configured checkpoint's architecture, freshly initialised with the config seed) and the planted-head
 # positive control (that untrained copy with one head built to attend within marker programs).
-# The shipped resources/demo_model was made by pretrain_demo_model (see README: "The demo model").
+# The shipped resources/demo_model was made by pretrain_demo_model (docs/method.md, "The embedded demo").
 
 
 rule pretrain_demo_model:
