@@ -131,12 +131,12 @@ def test_nothing_points_outside_the_repository(root):
     assert not found, "references to files outside the repository: " + "; ".join(found)
 
 
-def test_every_referenced_file_exists(root):
-    """Every relative Markdown link (and its #anchor) and every docs/, resources/, config/ path named in the docs,
-    configs, code and workflow exists in the repository (or is a download destination the pipeline fills)."""
+def missing_references(root: Path, files: list[Path]) -> list[str]:
+    """`file: reference` for every relative Markdown link (and its #anchor) and every docs/, resources/, config/ path
+    named in `files` that does not exist under `root` (download destinations and pending pages excepted)."""
     downloads = made_by_the_pipeline(root)
     missing = []
-    for path in documentation_files(root):
+    for path in files:
         text = read_text(path)
         if text is None:
             continue
@@ -147,10 +147,9 @@ def test_every_referenced_file_exists(root):
                 if re.match(r"[a-z]+:", link):
                     continue
                 name, _, anchor = link.partition("#")
-                target = (path.parent / name).resolve() if name else path
-                targets.append((target, anchor, link))
+                targets.append(((path.parent / name).resolve() if name else path, anchor, link))
         for mention in REPO_PATH.findall(text):
-            if mention.rstrip("/").rsplit("/", 1)[0] not in downloads and mention.rstrip("/") not in downloads:
+            if not {mention.rstrip("/"), mention.rstrip("/").rsplit("/", 1)[0]} & downloads:
                 targets.append(((root / mention).resolve(), "", mention))
         for target, anchor, shown in targets:
             name = target.relative_to(root).as_posix() if target.is_relative_to(root) else str(target)
@@ -159,7 +158,23 @@ def test_every_referenced_file_exists(root):
                     missing.append(f"{rel}: {shown}")
             elif anchor and target.suffix == ".md" and anchor not in anchors_of(target):
                 missing.append(f"{rel}: {shown} (no such heading)")
-    assert not missing, "references to files that do not exist: " + "; ".join(sorted(set(missing)))
+    return sorted(set(missing))
+
+
+def test_every_referenced_file_exists(root):
+    """Every file the docs, configs, code and workflow point at exists in the repository."""
+    missing = missing_references(root, documentation_files(root))
+    assert not missing, "references to files that do not exist: " + "; ".join(missing)
+
+
+def test_a_reference_to_a_missing_file_is_caught(tmp_path):
+    """The checker reports a dead link, a dead #anchor and a dead path mention, and accepts live ones."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Title\n\n## Some section\n")
+    (tmp_path / "README.md").write_text("[ok](docs/a.md#some-section) [gone](docs/b.md) [bad](docs/a.md#nope)\n"
+                                        "see `config/missing.yaml` and docs/a.md\n")
+    assert missing_references(tmp_path, [tmp_path / "README.md"]) == [
+        "README.md: config/missing.yaml", "README.md: docs/a.md#nope (no such heading)", "README.md: docs/b.md"]
 
 
 def test_pending_pages_are_still_pending(root):
