@@ -85,7 +85,7 @@ elif rule == "reference_donors":
         others["immune panel's cells"] = data.read_obs(snakemake.input.immune[0]).index
     donors.check_non_overlap(obs.index[reference], others, source=str(snakemake.input.h5ad))
     write_tsv(roles, snakemake.output.roles)
-    donors.check_needed_stages(roles, needed, source=str(snakemake.input.h5ad))
+    donors.check_needed_stages(roles, snakemake.params.subtypes, source=str(snakemake.input.h5ad))
     write_lines(chosen, snakemake.output.donors)
 
 elif rule == "gene_panel":
