@@ -242,6 +242,7 @@ def final_outputs():
         "results/tables/parameters.tsv",
         "results/tables/head_screen.tsv",
         "results/tables/stage_roles.tsv",
+        *[f"results/tables/label_coverage_{p}.tsv" for p in PANELS],
         "results/tables/operator_definitions.tsv",
         "results/tables/manifold_validation.tsv",
         "results/tables/gate_separation.tsv",
