@@ -322,13 +322,15 @@ def simulate_panel(
     n_nuisance: int = 3,
     nuisance_sd: float = 0.5,
     lineage_labels: bool = True,
+    stage_weights: Mapping[str, float] | None = None,
 ) -> ad.AnnData:
     """Simulate one multi-donor panel: integer counts (CSR float32) with donor/tissue/label obs and truth columns.
 
     Cells are drawn from the fine stages (`stages` restricts them; None: every fine stage of the table). With
     `lineage_labels`, a Tabula Sapiens-like share (`LINEAGE_SHARE`) of B, T and monocyte cells is labelled by its
     lineage ("B cell"), as the atlas labels them; the truth keeps the fine stage. Truth: `true_stage`, `true_branch`,
-    `true_depth` and `true_pseudotime` (depth interpolated along the edge the cell sits on).
+    `true_depth` and `true_pseudotime` (depth interpolated along the edge the cell sits on). `stage_weights` (stage:
+    relative abundance) replaces the tissues' composition (`TISSUES`) in every tissue, e.g. an atlas's label counts.
     """
     info = stage_info(stage_table)
     all_stages = list(info.index)
@@ -351,7 +353,8 @@ def simulate_panel(
     bad_edge = [e for e in edges if e[0] not in info.index or e[1] not in info.index]
     if bad_edge:
         raise InputError(f"simulate: edge {bad_edge[0]} names a stage absent from the stage table; fix the stage graph")
-    tissue_w = {t: tissue_stage_weights(t, info).loc[chosen].to_numpy() for t in tissues}
+    tissue_w = {t: tissue_stage_weights(t, info).loc[chosen].to_numpy() if stage_weights is None else
+                np.array([float(stage_weights.get(s, 0.0)) for s in chosen]) for t in tissues}
     absent = [s for s, w in zip(chosen, sum(tissue_w.values())) if w <= 0]
     if stages is not None and absent:
         raise InputError(
