@@ -207,11 +207,11 @@ def test_harmonise_keeps_coarse_labels_without_stage_and_anchors_skip_them(count
 
     table = load_label_table(root / "resources" / "hematopoiesis_stages.tsv")
     counts_panel.obs["cell_type"] = counts_panel.obs["cell_type"].astype(str)
-    counts_panel.obs.loc[counts_panel.obs_names[:20], "cell_type"] = "T cell"
+    counts_panel.obs.loc[counts_panel.obs_names[:20], "cell_type"] = "dendritic cell"  # cDC or pDC: a branch only
     panel, unmapped = data.harmonise(counts_panel, table, source="p", **KEYS)
     assert panel.n_obs == counts_panel.n_obs and unmapped.empty
-    coarse = (panel.obs["cell_type"] == "T cell").to_numpy()
-    assert (panel.obs.loc[coarse, "branch"] == "t_nk").all() and panel.obs.loc[coarse, "stage"].isna().all()
+    coarse = (panel.obs["cell_type"] == "dendritic cell").to_numpy()
+    assert (panel.obs.loc[coarse, "branch"] == "monocyte_macrophage_dc").all() and panel.obs.loc[coarse, "stage"].isna().all()
     assert panel.obs.loc[coarse, "depth"].isna().all() and panel.obs.loc[~coarse, "stage"].notna().all()
     data.log_normalise(panel)
     _, meta = data.anchors(panel, min_cells=1)
@@ -226,14 +226,15 @@ def test_harmonise_maps_by_ontology_id_and_filters_assays(counts_panel, root):
     obs["cell_type"] = obs["cell_type"].astype(str)
     obs["cell_type_ontology_term_id"] = "unknown"
     obs.loc[obs_names := counts_panel.obs_names[:10], "cell_type"] = "my own label"
-    obs.loc[obs_names, "cell_type_ontology_term_id"] = "CL:0000236"  # B cell: coarse b_plasma
+    obs.loc[obs_names, "cell_type_ontology_term_id"] = "CL:0000451"  # dendritic cell: coarse (branch only)
     obs.loc[counts_panel.obs_names[10:15], "cell_type"] = "fibroblast"
     obs["assay"] = "10x 3' v3"
     obs.loc[counts_panel.obs_names[-7:], "assay"] = "Smart-seq2"
     panel, unmapped = data.harmonise(counts_panel, table, source="p", ontology_key="cell_type_ontology_term_id",
                                      assay_key="assay", keep_assays=["10x *"], **KEYS)
     assert panel.n_obs == counts_panel.n_obs - 5 - 7 and (panel.obs["assay"] == "10x 3' v3").all()
-    assert (panel.obs.loc[obs_names, "branch"] == "b_plasma").all() and panel.obs.loc[obs_names, "stage"].isna().all()
+    assert (panel.obs.loc[obs_names, "branch"] == "monocyte_macrophage_dc").all()
+    assert panel.obs.loc[obs_names, "stage"].isna().all()
     assert unmapped.to_dict("list") == {"label": ["fibroblast"], "ontology_id": ["unknown"], "n_cells": [5]}
     with pytest.raises(InputError, match=r"none of the 120 cells has an assay matching panels.<panel>.keep_assays="
                                          r"\['10x 5\*'\] \(assays found: 10x 3' v3, Smart-seq2\)"):

@@ -67,13 +67,22 @@ def test_stage_roles_table_and_needed_stage_error():
                                                  "reference_anchors": 1, "benchmark_donors": 0, "benchmark_cells": 0}
     assert roles.loc[("t", "x"), "benchmark_donors"] == 3 and roles.loc[("t", "x"), "benchmark_cells"] == 43
     assert roles.loc[("", "b"), "reference_cells"] == 4 and roles.loc[("", "b"), "benchmark_cells"] == 3  # coarse
-    with pytest.raises(InputError, match=r"p: stage 'treg' \(needed by endpoints.subtypes.cd4_cd8\) has 0 benchmark "
-                                         r"donors \(no donor of the panel has a cell of it; 1 needed stage"):
-        donors.check_needed_stages(roles.reset_index(), needed, source="p")
-    needed["hsc"] = "x"
-    roles = donors.stage_roles(obs, ["A"], info.iloc[:2], min_cells=10, needed=needed)
-    with pytest.raises(InputError, match=r"stage 'hsc' .*\(its only 1 donor\(s\) are reference donors"):
-        donors.check_needed_stages(roles, needed, source="p")
+    subtypes = {"cd4_cd8": {"positive": ["treg"], "negative": ["t"]}}
+    with pytest.raises(InputError, match=r"p: endpoints.subtypes.cd4_cd8 has no positive stage among the benchmark "
+                                         r"donors \(listed: treg\)"):
+        donors.check_needed_stages(roles.reset_index(), subtypes, source="p")
+
+
+def test_a_listed_stage_the_panel_lacks_is_a_warning(caplog):
+    spec = {"A": {"hsc": 20, "t": 20}, "B": {"t": 20, "treg": 8}, "C": {"t": 3}, "D": {"t": 20}}
+    info = pd.DataFrame({"branch": ["x"] * 4, "depth": [0.0, 4.0, 5.0, 5.0]}, index=["hsc", "t", "treg", "memory"])
+    subtypes = {"cd4_cd8": {"positive": ["treg", "memory", "hsc"], "negative": ["t"]}}
+    needed = donors.needed_stages(subtypes)
+    roles = donors.stage_roles(obs_of(spec), ["A"], info, min_cells=10, needed=needed)
+    with caplog.at_level("WARNING"):
+        assert donors.check_needed_stages(roles, subtypes, source="p") == ["memory", "hsc"]
+    assert "stage 'memory' (positive of endpoints.subtypes.cd4_cd8) has 0 benchmark donors (no donor" in caplog.text
+    assert "stage 'hsc' (positive of endpoints.subtypes.cd4_cd8) has 0 benchmark donors (its only 1 donor(s)" in caplog.text
 
 
 def test_strict_non_overlap_is_checked_and_logged(caplog):

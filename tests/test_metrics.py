@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from fmextract.errors import InputError
-from fmextract.metrics import PAPER_ENDPOINTS, endpoint_metrics, metrics_table, per_donor_metrics
+from fmextract.metrics import check_paper_endpoints, endpoint_metrics, endpoint_names, metrics_table, per_donor_metrics
 
 SUBTYPES = {
     "cd4_cd8": {"positive": ["naive_cd4_t", "memory_cd4_t", "treg"], "negative": ["naive_cd8_t", "effector_cd8_t"]},
@@ -58,7 +58,8 @@ def test_subtype_auroc_excludes_other_cells_and_skips_one_class_donors():
     per = per_donor_metrics(truth, {"cd4_cd8_proba": score}, subtypes=SUBTYPES)
     assert np.isnan(per.loc["B", "cd4_cd8_auroc"])
     mono = endpoint_metrics(truth, {"mono_macro_proba": score}, subtypes=SUBTYPES)
-    assert set(mono) == {"mono_macro_auroc"} and np.isnan(mono["mono_macro_auroc"])  # no donor has both classes
+    assert set(mono) == {"mono_macro_auroc", "mono_macro_balanced_accuracy"}  # both reported, for every subtype
+    assert np.isnan(mono["mono_macro_auroc"]) and np.isnan(mono["mono_macro_balanced_accuracy"])  # no donor has both
 
 
 def test_nan_subtype_scores_give_nan():
@@ -108,8 +109,21 @@ def test_full_prediction_gives_the_paper_endpoints():
     Z = pd.get_dummies(obs["stage"]).to_numpy(float) * 6 + rng.normal(size=(120, 6))
     pred = fit_readouts(Z, obs, subtypes=SUBTYPES, seed=0).predict(Z)
     out = endpoint_metrics(obs, pred, subtypes=SUBTYPES)
-    assert set(out) == set(PAPER_ENDPOINTS)
+    assert set(out) == set(endpoint_names(SUBTYPES))
+    assert {"mono_macro_auroc", "mono_macro_balanced_accuracy", "cd4_cd8_balanced_accuracy"} <= set(out)
     assert all(0.9 <= v <= 1 for v in out.values())
+
+
+def test_paper_endpoints_are_the_configs_eight(root):
+    import yaml
+
+    for name in ("config.yaml", "paper.yaml"):
+        cfg = yaml.safe_load((root / "config" / name).read_text())["endpoints"]
+        paper = check_paper_endpoints(cfg["paper"], cfg["subtypes"])
+        assert len(paper) == 8 and not any(e.startswith("pseudotime") for e in paper)
+        assert {"mono_macro_balanced_accuracy", "cd4_cd8_auroc", "stage_macro_f1"} <= set(paper)
+    with pytest.raises(InputError, match="endpoints.paper: 'pseudotime_depth' is not an endpoint"):
+        check_paper_endpoints(["branch_macro_f1", "pseudotime_depth"], SUBTYPES)
 
 
 def test_bad_inputs():

@@ -2,7 +2,8 @@
 
 The paper config itself (structure untouched) with tests/config/paper_ci.yaml layered on top (checkpoint and scale
 only) and a third layer pinning the stand-ins' digests, exactly as a user layers overrides: every target, then the
-report. The stand-ins sit where the downloads would go, so the download rules verify them like real files.
+report. The stand-ins sit where the downloads would go, so the download rules verify them like real files. The
+Tabula Sapiens stand-in follows the atlas's immune labels and donors x tissues (`write_standin(labels="ts_v2")`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from fmextract.download import sha256_file
-from fmextract.standin import OTHER_TYPES, write_standin
+from fmextract.standin import NON_LINEAGE, OTHER_TYPES, TS_V2_DONORS, write_standin
 from test_workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,8 @@ def run(tmp_path_factory) -> Path:
         path = work / paper["downloads"][name]["path"]
         path.parent.mkdir(parents=True, exist_ok=True)
         n_cells, n_genes = SIZES[kind]
-        write_standin(kind, path, n_cells=n_cells, n_genes=n_genes, seed=1, resources=work / "resources")
+        write_standin(kind, path, n_cells=n_cells, n_genes=n_genes, seed=1, resources=work / "resources",
+                      labels="ts_v2" if kind == "reference" else "mixed")
         digests[name] = {"sha256": sha256_file(path)}
     (work / "config" / "standin_digests.yaml").write_text(yaml.safe_dump({"downloads": digests}))
     snakemake(work)
@@ -83,8 +85,28 @@ def test_downloads_verified_against_pinned_digests(run):
 def test_non_hematopoietic_labels_listed_as_unmapped_with_counts(run):
     unmapped = table(run, "unmapped_labels_reference.tsv")
     assert list(unmapped.columns) == ["label", "ontology_id", "n_cells"]
-    assert {"epithelial cell", "endothelial cell", "fibroblast"} <= set(unmapped["label"]) <= set(OTHER_TYPES)
+    assert {"epithelial cell", "endothelial cell", "fibroblast"} <= set(unmapped["label"])
+    assert set(unmapped["label"]) <= set(OTHER_TYPES) | set(NON_LINEAGE)  # and the labels naming no lineage
+    assert {"leukocyte", "myeloid leukocyte"} & set(unmapped["label"])
     assert (unmapped["n_cells"] > 0).all() and unmapped["ontology_id"].str.startswith("CL:").all()
+
+
+def test_label_coverage_every_atlas_label_reaches_a_stage(run):
+    """Tabula Sapiens v2's lineage labels (B cell, CD4-/CD8-positive T cell, monocyte, T cell) are stages, in the
+    subtype endpoints and the cell-trained adaptor; every dropped label is listed with its count."""
+    cov = table(run, "label_coverage_reference.tsv").fillna({"label": "", "cd4_cd8": "", "mono_macro": ""})
+    immune = cov[~cov["label"].isin(list(OTHER_TYPES)) & (cov["n_cells"] > 0)]
+    assert immune.loc[immune["stage"].notna(), "n_cells"].sum() >= 0.9 * immune["n_cells"].sum()
+    lineage = immune.set_index("label")
+    assert lineage.loc["B cell", "mapping"] == "lineage stage" and lineage.loc["B cell", "cell_adaptor_cells"] > 0
+    assert lineage.loc["CD4-positive, alpha-beta T cell", "cd4_cd8"] == "positive"
+    assert lineage.loc["monocyte", "mono_macro"] == "negative"
+    unmapped = table(run, "unmapped_labels_reference.tsv").set_index("label")["n_cells"]
+    assert (cov.loc[cov["mapping"] == "unmapped"].set_index("label")["n_cells"] == unmapped.loc[
+        cov.loc[cov["mapping"] == "unmapped", "label"]]).all()
+    for panel in ("immune",):
+        assert len(table(run, f"label_coverage_{panel}.tsv")) > 0
+    assert (run / "results" / "report" / "label_coverage_reference.html").is_file()
 
 
 def test_prepare_reads_raw_x_drops_smartseq_and_keeps_coarse_labels(run):
@@ -96,7 +118,8 @@ def test_prepare_reads_raw_x_drops_smartseq_and_keeps_coarse_labels(run):
     obs = ad.read_h5ad(run / "results" / "data" / "reference.h5ad", backed="r").obs
     coarse = obs["stage"].isna()
     assert coarse.any() and obs.loc[coarse, "branch"].notna().all() and obs.loc[coarse, "depth"].isna().all()
-    assert (obs["assay"] != "Smart-seq2").all() and obs["donor"].nunique() == 20  # TSP21 has no blood cell at all
+    assert (obs["assay"] != "Smart-seq2").all()
+    assert set(obs["donor"]) == {d for donors in TS_V2_DONORS.values() for d in donors}  # the atlas's immune donors
 
 
 def test_reference_donors_cover_stages_and_never_overlap(run):

@@ -9,6 +9,9 @@ import pytest
 from fmextract.errors import InputError
 from fmextract.stages import (
     BRANCHES,
+    fine_stages,
+    lineage_as,
+    lineage_pools,
     load_label_table,
     load_marker_programs,
     load_stage_graph,
@@ -35,11 +38,12 @@ TABULA_SAPIENS_LABELS = [
     "erythroid lineage cell", "platelet", "megakaryocyte", "hematopoietic stem cell", "hematopoietic precursor cell",
     "common myeloid progenitor", "common lymphoid progenitor", "granulocyte monocyte progenitor cell",
 ]
-#: Labels that name a lineage, not a fine stage: a branch, no stage, no depth.
-COARSE = {"B cell": "b_plasma", "T cell": "t_nk", "CD4-positive, alpha-beta T cell": "t_nk",
-          "CD8-positive, alpha-beta T cell": "t_nk", "mature alpha-beta T cell": "t_nk",
-          "dendritic cell": "monocyte_macrophage_dc", "conventional dendritic cell": "monocyte_macrophage_dc",
-          "myeloid dendritic cell": "monocyte_macrophage_dc", "monocyte": "monocyte_macrophage_dc",
+#: Labels that name a lineage without a finer state: a lineage stage of their own (data.lineage_labels: stage).
+LINEAGE = {"B cell": "b_cell", "T cell": "t_cell", "CD4-positive, alpha-beta T cell": "cd4_t",
+           "CD8-positive, alpha-beta T cell": "cd8_t", "mature alpha-beta T cell": "t_cell",
+           "conventional dendritic cell": "myeloid_dc", "myeloid dendritic cell": "myeloid_dc", "monocyte": "monocyte"}
+#: Labels spanning several places of the ruler: a branch, no stage, no depth.
+COARSE = {"dendritic cell": "monocyte_macrophage_dc", "mononuclear phagocyte": "monocyte_macrophage_dc",
           "granulocyte": "granulocytic", "erythroid lineage cell": "erythroid_megakaryocyte"}
 
 
@@ -99,19 +103,67 @@ def test_real_labels_map(stage_table, label, stage):
     assert mapped["stage"].iloc[0] == stage and unmapped.empty
 
 
-def test_graph_is_one_tree_rooted_at_hsc(graph, stage_table):
+def test_graph_is_connected_and_deepens_away_from_hsc(graph, stage_table):
     stages, edges = graph
     assert {s for e in edges for s in e} == set(stages)
     dist = ruler_distances(stages, edges)
     assert np.isfinite(dist).all()
     depth = stage_info(stage_table)["depth"]
     hsc = stages.index("hsc")
-    for i, s in enumerate(stages):  # depth rises away from hsc: every other stage has a shallower neighbour
+    for s in fine_stages(stage_table):  # depth rises away from hsc: every other fine stage has a shallower neighbour
         if s != "hsc":
             assert any(depth[n] < depth[s] for e in edges if s in e for n in e if n != s), s
     assert np.corrcoef(dist[hsc], depth.loc[stages])[0, 1] > 0.9
     assert dist[stages.index("naive_cd4_t"), stages.index("memory_cd4_t")] == 1
     assert dist[stages.index("classical_monocyte"), stages.index("macrophage")] == 1
+
+
+def test_lineage_stages_sit_beside_their_fine_stages_and_move_no_fine_distance(graph, stage_table):
+    """docs/labels.md: a lineage stage is one hop from each fine stage it pools (two for T cell, through cd4_t and
+    cd8_t), at the midpoint of their depths, and no distance between two fine stages changes."""
+    stages, edges = graph
+    pools = lineage_pools(stage_table)
+    assert set(pools) == {"b_cell", "cd4_t", "cd8_t", "t_cell", "monocyte", "myeloid_dc"}
+    info = stage_info(stage_table)
+    dist = pd.DataFrame(ruler_distances(stages, edges), index=stages, columns=stages)
+    for lineage, members in pools.items():
+        assert dist.loc[lineage, members].max() == (2 if lineage == "t_cell" else 1), lineage
+        assert info.loc[lineage, "depth"] == (info.loc[members, "depth"].min() + info.loc[members, "depth"].max()) / 2
+        assert (info.loc[members, "branch"] == info.loc[lineage, "branch"]).all()
+    fine = fine_stages(stage_table)
+    assert not set(fine) & set(pools) and {"cd4_thymocyte", "cd8_thymocyte", "thymocyte"} <= set(fine)
+    fine_edges = [e for e in edges if e[0] in fine and e[1] in fine]
+    np.testing.assert_array_equal(ruler_distances(fine, fine_edges), dist.loc[fine, fine].to_numpy())
+    diameter = dist.to_numpy().max()
+    assert diameter == ruler_distances(fine, fine_edges).max()  # the lineage stages do not stretch the ruler
+
+
+def test_lineage_labels_switch(label_table):
+    labels = pd.Series(list(LINEAGE) + ["naive B cell", "CD4-positive, alpha-beta thymocyte"])
+    mapped, unmapped = map_labels(labels, label_table)
+    assert unmapped.empty and mapped["stage"].tolist() == [*LINEAGE.values(), "naive_b", "cd4_thymocyte"]
+    branch_only = lineage_as(label_table, "branch")
+    mapped, _ = map_labels(labels, branch_only)
+    assert mapped["stage"].iloc[: len(LINEAGE)].isna().all() and mapped["branch"].notna().all()
+    assert mapped["stage"].iloc[len(LINEAGE):].tolist() == ["naive_b", "cd4_thymocyte"]
+    assert lineage_pools(branch_only) == {} and lineage_as(label_table, "stage") is label_table
+    with pytest.raises(InputError, match="data.lineage_labels is 'coarse'; use one of stage, branch"):
+        lineage_as(label_table, "coarse")
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("label\tstage\tbranch\tdepth\tpools\nx\tx\tt_nk\t1\t\nl\tl\tt_nk\t1\tx y\n", r"lineage stage 'l' pools 'y'"),
+        ("label\tstage\tbranch\tdepth\tpools\nx\tx\tb_plasma\t1\t\nl\tl\tt_nk\t1\tx\n", r"not a fine stage of branch 't_nk'"),
+        ("label\tstage\tbranch\tdepth\tpools\nx\t\tt_nk\t\ty\n", r"coarse label 'x' has pools"),
+        ("label\tstage\tbranch\tdepth\tpools\nx\tx\tt_nk\t1\t\nl\tl\tt_nk\t1\tx\nL\tl\tt_nk\t1\t\n",
+         r"stage 'l' has rows with different branch, depth or pools"),
+    ],
+)
+def test_bad_pools(tmp_path, text, pattern):
+    with pytest.raises(InputError, match=pattern):
+        load_label_table(write(tmp_path, "stages.tsv", text))
 
 
 def test_ruler_distances_toy_graph():
@@ -199,7 +251,7 @@ def test_every_tabula_sapiens_label_maps_to_a_branch_by_name_and_by_id(label_tab
     by_id, unmapped = map_labels(pd.Series(["author label"] * len(ids.loc[TABULA_SAPIENS_LABELS])), label_table,
                                  ontology_ids=pd.Series(ids.loc[TABULA_SAPIENS_LABELS].to_numpy()))
     assert unmapped.empty and by_id.reset_index(drop=True).astype(str).equals(mapped.reset_index(drop=True).astype(str))
-    fine = mapped[~pd.Series(TABULA_SAPIENS_LABELS).isin(list(COARSE)).to_numpy()]
+    fine = mapped[~pd.Series(TABULA_SAPIENS_LABELS).isin(list(COARSE)).to_numpy()]  # lineage labels have a stage
     assert fine["stage"].notna().all() and np.isfinite(fine["depth"]).all()
 
 
@@ -213,15 +265,15 @@ def test_coarse_labels_get_a_branch_but_no_stage(label_table, label, branch):
 def test_stage_table_leaves_coarse_labels_out(label_table, stage_table):
     assert set(label_table["label"]) - set(stage_table["label"]) >= set(COARSE)
     assert stage_table["stage"].notna().all() and stage_info(label_table).equals(stage_info(stage_table))
-    mapped, unmapped = map_labels(pd.Series(["T cell"]), stage_table)  # the stage table alone has no coarse rows
-    assert mapped["branch"].isna().all() and unmapped["label"].tolist() == ["T cell"]
+    mapped, unmapped = map_labels(pd.Series(["dendritic cell"]), stage_table)  # the stage table has no coarse rows
+    assert mapped["branch"].isna().all() and unmapped["label"].tolist() == ["dendritic cell"]
 
 
 def test_ontology_id_wins_over_the_name_and_name_is_the_fallback(label_table):
     labels = pd.Series(["macrophage", "B cell", "epithelial cell", "Kupffer cell"])
     ids = pd.Series(["CL:0000084", "", "CL:0000066", "unknown"])  # T cell id; none; not in table; not an id
     mapped, unmapped = map_labels(labels, label_table, ontology_ids=ids)
-    assert mapped["branch"].tolist()[:2] == ["t_nk", "b_plasma"] and pd.isna(mapped["stage"].iloc[0])
+    assert mapped["branch"].tolist()[:2] == ["t_nk", "b_plasma"] and mapped["stage"].tolist()[:2] == ["t_cell", "b_cell"]
     assert mapped["stage"].iloc[3] == "macrophage"
     assert unmapped.to_dict("list") == {"label": ["epithelial cell"], "ontology_id": ["CL:0000066"], "n_cells": [1]}
 

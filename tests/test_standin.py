@@ -4,9 +4,11 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
-from fmextract.standin import N_IMMUNE_MISSING, OTHER_TYPES, TS_TISSUES, write_standin
+from fmextract.errors import InputError
+from fmextract.standin import N_IMMUNE_MISSING, OTHER_TYPES, TS_TISSUES, TS_V2_DONORS, TS_V2_LABELS, write_standin
 from fmextract.stages import load_label_table
 
 
@@ -17,7 +19,36 @@ def files(tmp_path_factory):
     write_standin("immune", out / "imm.h5ad", n_cells=600, n_genes=480, seed=3)
     write_standin("reference", out / "ts_small_blocks.h5ad", n_cells=300, n_genes=460, seed=3, max_block=7,
                   decontx=False)
+    write_standin("reference", out / "ts_v2.h5ad", n_cells=3000, n_genes=460, seed=3, labels="ts_v2")
     return out
+
+
+def test_ts_v2_labels_follow_the_atlas(files, root):
+    """labels=ts_v2: Tabula Sapiens v2's donors per immune tissue, and its label frequencies per tissue."""
+    obs = ad.read_h5ad(files / "ts_v2.h5ad", backed="r").obs
+    assert len(obs) == 3000
+    for tissue, donors in TS_V2_DONORS.items():
+        assert set(obs.loc[obs["tissue"] == tissue, "donor_id"].astype(str)) == set(donors), tissue
+    sizes = obs.groupby("donor_id", observed=True).size()
+    assert sizes["TSP14"] > 10 * sizes["TSP13"]  # cells per donor in proportion to the atlas's
+    immune = obs[obs["compartment"] == "immune"]
+    top = immune["cell_type"].value_counts()
+    assert list(top.index[:1]) == ["B cell"] and {"CD4-positive, alpha-beta T cell", "CD8-positive, alpha-beta T cell",
+                                                  "neutrophil"} <= set(top.index[:5])
+    lymph = immune[immune["tissue"] == "lymph node"]["cell_type"].value_counts(normalize=True)
+    expected = pd.Series(TS_V2_LABELS["lymph node"], dtype=float)
+    expected /= expected.sum()
+    assert abs(lymph["B cell"] - expected["B cell"]) < 0.1 and abs(lymph.get("T cell", 0) - expected["T cell"]) < 0.03
+    thymus = set(immune.loc[immune["tissue"] == "thymus", "cell_type"])
+    assert {"CD4-positive, alpha-beta thymocyte", "double-positive, alpha-beta thymocyte"} <= thymus
+    table = load_label_table(root / "resources" / "hematopoiesis_stages.tsv").set_index("label")
+    pairs = immune[["cell_type", "cell_type_ontology_term_id"]].astype(str).drop_duplicates()
+    known = pairs["cell_type"].isin(table.index)
+    assert (pairs.loc[known, "cell_type_ontology_term_id"].to_numpy()
+            == table.loc[pairs.loc[known, "cell_type"], "ontology_id"].to_numpy()).all()
+    assert set(pairs.loc[~known, "cell_type"]) <= {"leukocyte", "hematopoietic cell", "myeloid leukocyte"}
+    with pytest.raises(InputError, match="labels 'ts_v2' is unknown for immune"):
+        write_standin("immune", files / "x.h5ad", n_cells=10, n_genes=480, labels="ts_v2")
 
 
 def test_reference_layout_is_cellxgene(files, root):
@@ -49,7 +80,7 @@ def test_labels_carry_their_cell_ontology_ids_coarse_and_non_hematopoietic(files
     assert (pairs.loc[~other, "cell_type_ontology_term_id"].to_numpy()
             == table.loc[pairs.loc[~other, "cell_type"], "ontology_id"].to_numpy()).all()
     assert {"epithelial cell", "endothelial cell", "fibroblast"} <= set(pairs.loc[other, "cell_type"])
-    coarse = table.index[table["stage"].isna()]
+    coarse = table.index[table["stage"].isna() | table["pools"].ne("")]  # branch only, or a lineage stage
     assert len(set(obs["cell_type"]) & set(coarse)) >= 5  # e.g. T cell, B cell, monocyte, dendritic cell
     ss2 = (obs["assay"] == "Smart-seq2").to_numpy()
     counts = ad.read_h5ad(files / "ts.h5ad").raw.X

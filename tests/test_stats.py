@@ -295,3 +295,17 @@ def splits_of(metrics: pd.DataFrame) -> pd.DataFrame:
     """One test donor per split (split i tests donor i % 5)."""
     splits = sorted(metrics["split"].unique())
     return pd.DataFrame([(s, f"d{i % 5}", "test") for i, s in enumerate(splits)], columns=["split", "donor", "role"])
+
+
+def test_bh_families_hold_exactly_the_paper_endpoints():
+    from fmextract.stats import OTHER_ENDPOINTS, family_q_values
+
+    table = pd.DataFrame({"endpoint": ["stage_macro_f1", "cd4_cd8_auroc", "pseudotime_depth_spearman"] * 2,
+                          "method": ["raw"] * 3 + ["control_shuffled"] * 3, "p_value": [0.01, 0.04, 0.02] * 2})
+    families = {"raw": "paper", "control_shuffled": "controls"}
+    out = family_q_values(table, "p_value", families, endpoints=["stage_macro_f1", "cd4_cd8_auroc"])
+    assert list(out["family"]) == ["paper", "paper", "paper" + OTHER_ENDPOINTS, "controls", "controls",
+                                   "controls" + OTHER_ENDPOINTS]
+    np.testing.assert_allclose(out["q_value"], [0.02, 0.04, 0.02] * 2)  # BH over the two paper endpoints only
+    pooled = family_q_values(table, "p_value", families)
+    np.testing.assert_allclose(pooled["q_value"], [0.03, 0.04, 0.03] * 2)  # without: all three together

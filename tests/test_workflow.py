@@ -14,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +23,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = {
     "branch_balanced_accuracy", "branch_macro_f1", "stage_balanced_accuracy", "stage_macro_f1", "cd4_cd8_auroc",
-    "cd4_cd8_balanced_accuracy", "mono_macro_auroc", "pseudotime_depth_spearman", "pseudotime_depth_abs_spearman",
+    "cd4_cd8_balanced_accuracy", "mono_macro_auroc", "mono_macro_balanced_accuracy", "pseudotime_depth_spearman",
+    "pseudotime_depth_abs_spearman",
 }
 TOY_METHOD = '''"""toy: the first two log1p panel genes (a deliberately weak baseline)."""
 
@@ -133,6 +135,25 @@ def test_stats_table(run):
     donor = table(run, "stats_donor_level.tsv")
     assert {"n_donors", "ci_low", "ci_high", "lodo_p_value", "q_value"} <= set(donor.columns)
     assert set(donor["method"]) == set(s["method"]) and (donor["ci_low"] <= donor["ci_high"]).all()
+
+
+def test_label_coverage_tables(run):
+    """Every panel's labels with what uses them; the adaptor column is the cell-trained adaptor's own draw."""
+    cfg = yaml.safe_load((run / "config" / "tiny.yaml").read_text())
+    for panel in cfg["panels"]:
+        cov = table(run, f"label_coverage_{panel}.tsv")
+        assert list(cov.columns[:8]) == ["label", "ontology_id", "n_cells", "stage", "branch", "mapping",
+                                         "branch_endpoints", "stage_endpoints"]
+        assert cov["n_cells"].sum() == len(ad.read_h5ad(run / "results" / "data" / f"{panel}.h5ad", backed="r"))
+    cov = table(run, "label_coverage_reference.tsv")
+    assert {"lineage stage", "stage"} <= set(cov["mapping"])  # the demo labels a share of B, T, monocytes by lineage
+    assert cov.loc[cov["mapping"] == "lineage stage", "stage"].isin(["b_cell", "cd4_t", "cd8_t", "t_cell", "monocyte"]).all()
+    assert set(cov.loc[cov["stage"] == "cd4_t", "cd4_cd8"]) == {"positive"}
+    assert set(cov.loc[cov["stage"] == "monocyte", "mono_macro"]) == {"negative"}
+    drawn = pd.read_csv(run / "results" / "adaptor" / "pooled_drift_cell.tsv", sep="\t")
+    assert cov["cell_adaptor_cells"].sum() == len(drawn)
+    assert cov["anchor_cells"].sum() > 0 and (cov["anchor_cells"] <= cov["n_cells"]).all()
+    assert (run / "results" / "report" / "label_coverage_reference.html").is_file()  # in the report's Tables
 
 
 def test_summary_runtime_parameters(run):

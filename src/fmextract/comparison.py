@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from fmextract.metrics import EIGHT_ENDPOINTS
+from fmextract.stats import OTHER_ENDPOINTS
 
 COLUMNS = ["result", "paper", "ours", "unit", "note"]
 #: a rule's answer: (our value, a note saying where it comes from or how it differs), or None (not computable here)
@@ -56,10 +56,15 @@ def _mean(tables: Tables, method: str, endpoint: str, note: str = "") -> Answer:
     return float(hit["mean"].iloc[0]), f"summary: {method} / {endpoint}, mean of {int(hit['n'].iloc[0])} splits{note}"
 
 
+def _family(st: pd.DataFrame, family: str) -> pd.Series:
+    """Rows of a method family in stats.tsv: the paper's endpoints and the endpoints beside them (pseudotime)."""
+    return st["family"].isin([family, family + OTHER_ENDPOINTS])
+
+
 def _baselines(tables: Tables) -> list[str]:
     """Methods of the paper's BH family (the reference vs the baselines) in stats.tsv."""
     st = tables.get("stats")
-    return [] if st is None or "family" not in st else sorted(set(st.loc[st["family"] == "paper", "method"]))
+    return [] if st is None or "family" not in st else sorted(set(st.loc[_family(st, "paper"), "method"]))
 
 
 def _best_comparator(tables: Tables, endpoint: str) -> Answer:
@@ -75,7 +80,7 @@ def _max_q(tables: Tables, endpoint: str) -> Answer:
     st = tables.get("stats")
     if st is None or "family" not in st:
         return None
-    sub = st[(st["family"] == "paper") & (st["endpoint"] == endpoint)]
+    sub = st[_family(st, "paper") & (st["endpoint"] == endpoint)]
     if sub.empty:
         return None
     better = int((sub["median_diff"] > 0).sum())
@@ -84,8 +89,10 @@ def _max_q(tables: Tables, endpoint: str) -> Answer:
 
 
 def _wins(tables: Tables, method: str) -> Answer:
+    """Wins and losses over the paper's endpoints (config endpoints.paper: the rows outside the *_other_endpoints
+    families of stats.tsv)."""
     st = tables.get("stats")
-    sub = None if st is None else st[(st["method"] == method) & st["endpoint"].isin(EIGHT_ENDPOINTS)]
+    sub = None if st is None else st[(st["method"] == method) & ~st["family"].str.endswith(OTHER_ENDPOINTS)]
     if sub is None or sub.empty:
         return None
     wins = sub[(sub["q_value"] < 0.05) & (sub["median_diff"] > 0)]

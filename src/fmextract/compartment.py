@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from fmextract.errors import InputError
 from fmextract.simulate import base_levels, gene_list, nb_counts, stage_profiles
-from fmextract.stages import stage_info
+from fmextract.stages import fine_stages, stage_info
 
 #: Cell types: their own marker genes (weight 1 unless `gene:w`) and shifts of shared genes.
 CELL_TYPES: dict[str, str] = {
@@ -50,8 +50,8 @@ def _spec(spec: str) -> dict[str, float]:
 
 
 def assign_stages(groups: Sequence[str], stage_table: pd.DataFrame, *, seed: int) -> dict[str, str]:
-    """Seeded arbitrary map of each group (e.g. 'epithelial|lung') to a distinct stage of the table."""
-    stages = list(stage_info(stage_table).index)
+    """Seeded arbitrary map of each group (e.g. 'epithelial|lung') to a distinct fine stage of the table."""
+    stages = fine_stages(stage_table)
     if len(groups) > len(stages):
         raise InputError(f"simulate: {len(groups)} non-hematopoietic groups but only {len(stages)} stages to label them "
                          "with; use fewer tissues")

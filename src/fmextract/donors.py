@@ -117,19 +117,36 @@ def stage_roles(
     return pd.DataFrame(rows, columns=ROLE_COLUMNS)
 
 
-def check_needed_stages(roles: pd.DataFrame, needed: Mapping[str, str], *, source: str) -> None:
-    """One clear line when a stage an endpoint needs has no benchmark donor (no split could ever test it)."""
-    missing = roles[roles["needed"] & (roles["benchmark_donors"] == 0)]
-    if missing.empty:
-        return
-    row = missing.iloc[0]
-    cause = ("no donor of the panel has a cell of it" if row["reference_donors"] == 0 else
-             f"its only {row['reference_donors']} donor(s) are reference donors")
-    raise InputError(
-        f"{source}: stage '{row['stage']}' (needed by endpoints.subtypes.{needed[row['stage']]}) has 0 benchmark donors "
-        f"({cause}; {len(missing)} needed stage(s) affected); lower panel.n_reference_donors, check the panel's labels "
-        "(stage table), or drop the stage from endpoints.subtypes"
-    )
+def check_needed_stages(roles: pd.DataFrame, subtypes: Mapping[str, Mapping], *, source: str) -> list[str]:
+    """Each subtype endpoint needs a positive and a negative stage with benchmark donors: one clear line otherwise.
+
+    A listed stage without benchmark donors (an atlas without a memory-CD4 label) is a logged warning, not a stop:
+    the endpoint is scored on the stages present, and the label-coverage table lists the missing stage. Returns the
+    missing stages.
+    """
+    donors_of = roles[roles["stage"].astype(str) != ""].set_index("stage")["benchmark_donors"]
+    missing = []
+    for name, spec in subtypes.items():
+        present = {}
+        for side in ("positive", "negative"):
+            stages = [str(s) for s in spec[side]]
+            present[side] = [s for s in stages if donors_of.get(s, 0) > 0]
+            for s in stages:
+                if s not in present[side]:
+                    missing.append(s)
+                    row = roles[roles["stage"] == s]
+                    cause = ("no donor of the panel has a cell of it" if row.empty or row["reference_donors"].iloc[0] == 0
+                             else f"its only {row['reference_donors'].iloc[0]} donor(s) are reference donors")
+                    log.warning("%s: stage '%s' (%s of endpoints.subtypes.%s) has 0 benchmark donors (%s); the endpoint "
+                                "is scored without it (label_coverage table)", source, s, side, name, cause)
+        empty = [side for side in ("positive", "negative") if not present[side]]
+        if empty:
+            raise InputError(
+                f"{source}: endpoints.subtypes.{name} has no {empty[0]} stage among the benchmark donors (listed: "
+                f"{', '.join(map(str, spec[empty[0]]))}); lower panel.n_reference_donors, check the panel's labels "
+                "(stage table), or list a stage the panel has"
+            )
+    return missing
 
 
 def check_non_overlap(reference_ids: Sequence[str], others: Mapping[str, Sequence[str]], *, source: str) -> dict[str, int]:

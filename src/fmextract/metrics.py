@@ -15,12 +15,14 @@ aligned to it). Only the endpoints that ``pred`` supports are returned. Definiti
   ``zero_division=0`` (so predicting a class absent from the donor's truth costs F1);
 - subtype endpoints use only cells whose true stage is in the endpoint's positive or negative list; a donor lacking
   either class is skipped for that endpoint; AUROC scores the positive-class probability
-  (``sklearn.metrics.roc_auc_score``), balanced accuracy thresholds it at 0.5;
+  (``sklearn.metrics.roc_auc_score``), balanced accuracy thresholds it at 0.5 (every subtype endpoint reports both);
 - pseudotime: ``scipy.stats.spearmanr`` with the true ``depth`` per donor (signed), and the mean over donors of
   |ρ| (orientation-independent: each donor's pseudotime may point either way); a donor with fewer than 3 cells or
   a constant pseudotime/depth is skipped.
 
 A donor skipped for an endpoint is left out of that endpoint's mean; if every donor is skipped the value is NaN.
+Config `endpoints.paper` names the paper's eight (`check_paper_endpoints`): the losses out of 8 and the BH families
+count exactly those.
 """
 
 from __future__ import annotations
@@ -36,18 +38,28 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 from fmextract.errors import InputError
 from fmextract.readouts import check_subtypes, subtype_target
 
-#: the paper's eight endpoints (pseudotime reported signed and as |rho|), with the default subtype names.
-PAPER_ENDPOINTS = (
-    "branch_balanced_accuracy", "branch_macro_f1", "stage_balanced_accuracy", "stage_macro_f1", "cd4_cd8_auroc",
-    "cd4_cd8_balanced_accuracy", "mono_macro_auroc", "pseudotime_depth_spearman", "pseudotime_depth_abs_spearman",
-)
-#: the paper's "8 endpoints" of its loss counts (pseudotime signed, as its Table 11).
-EIGHT_ENDPOINTS = PAPER_ENDPOINTS[:8]
-#: subtype endpoints that also report balanced accuracy (the paper: CD4/CD8 only).
-BALANCED_ACCURACY_SUBTYPES = ("cd4_cd8",)
+#: endpoints of the branch and stage readouts, and of the pseudotime (signed and orientation-independent |rho|).
+CLASS_ENDPOINTS = ("branch_balanced_accuracy", "branch_macro_f1", "stage_balanced_accuracy", "stage_macro_f1")
+PSEUDOTIME_ENDPOINTS = ("pseudotime_depth_spearman", "pseudotime_depth_abs_spearman")
 #: columns of the long metrics table.
 METRICS_COLUMNS = ["split", "method", "endpoint", "value"]
 MIN_CELLS_SPEARMAN = 3
+
+
+def endpoint_names(subtypes: Mapping[str, Mapping]) -> list[str]:
+    """Every endpoint a full prediction reports: branch and stage, AUROC and balanced accuracy per subtype, pseudotime."""
+    return [*CLASS_ENDPOINTS, *(f"{name}_{m}" for name in subtypes for m in ("auroc", "balanced_accuracy")),
+            *PSEUDOTIME_ENDPOINTS]
+
+
+def check_paper_endpoints(paper: Sequence[str], subtypes: Mapping[str, Mapping]) -> list[str]:
+    """`endpoints.paper` as a list, each one an endpoint of this run (one line naming the unknown one otherwise)."""
+    known = endpoint_names(subtypes)
+    unknown = [e for e in paper if e not in known]
+    if unknown:
+        raise InputError(f"config endpoints.paper: '{unknown[0]}' is not an endpoint of this run; use names of "
+                         f"{', '.join(known)}")
+    return list(paper)
 
 
 def _aligned(value, obs_test: pd.DataFrame, key: str):
@@ -85,7 +97,6 @@ def per_donor_metrics(
     *,
     subtypes: Mapping[str, Mapping],
     donor_key: str = "donor",
-    balanced_accuracy_subtypes: Sequence[str] = BALANCED_ACCURACY_SUBTYPES,
 ) -> pd.DataFrame:
     """Endpoints per test donor: DataFrame donors x supported endpoints (NaN where a donor is skipped)."""
     if donor_key not in obs_test.columns:
@@ -139,9 +150,7 @@ def per_donor_metrics(
                 continue  # donor lacks a class, or the readout was skipped (NaN scores)
             auc[i] = roc_auc_score(yt, s)
             bacc[i] = balanced_accuracy_score(yt, (s >= 0.5).astype(int))
-        columns[f"{name}_auroc"] = auc
-        if name in balanced_accuracy_subtypes:
-            columns[f"{name}_balanced_accuracy"] = bacc
+        columns[f"{name}_auroc"], columns[f"{name}_balanced_accuracy"] = auc, bacc
 
     if "pseudotime" in pred:
         t = _aligned(pred["pseudotime"], obs_test, "pseudotime")
@@ -163,11 +172,9 @@ def endpoint_metrics(
     *,
     subtypes: Mapping[str, Mapping],
     donor_key: str = "donor",
-    balanced_accuracy_subtypes: Sequence[str] = BALANCED_ACCURACY_SUBTYPES,
 ) -> dict[str, float]:
     """Each supported endpoint averaged over test donors (donors skipped for an endpoint left out; all skipped: NaN)."""
-    table = per_donor_metrics(obs_test, pred, subtypes=subtypes, donor_key=donor_key,
-                              balanced_accuracy_subtypes=balanced_accuracy_subtypes)
+    table = per_donor_metrics(obs_test, pred, subtypes=subtypes, donor_key=donor_key)
     out = {}
     for endpoint in table.columns:
         v = table[endpoint].to_numpy(dtype=float)

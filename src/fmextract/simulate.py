@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fmextract.errors import InputError
-from fmextract.stages import ruler_distances, stage_info
+from fmextract.stages import fine_stages, lineage_pools, ruler_distances, stage_info
 
 #: Where each marker program is on (stage: weight); genes of a program without an entry in GENE_STAGES
 #: follow this pattern with a random per-gene subset and strength.
@@ -37,7 +37,7 @@ PROGRAM_STAGES: dict[str, dict[str, float]] = {
     "nk": {"nk": 1, "effector_cd8_t": 0.6, "innate_like_t": 0.6, "ilc": 0.4},
 }
 
-_T_ALL = "thymocyte naive_cd4_t memory_cd4_t treg naive_cd8_t effector_cd8_t innate_like_t"
+_T_ALL = "thymocyte cd4_thymocyte cd8_thymocyte naive_cd4_t memory_cd4_t treg naive_cd8_t effector_cd8_t innate_like_t"
 _CYTO = "nk effector_cd8_t innate_like_t:0.7 memory_cd4_t:0.35"
 _B = "pre_b:0.6 naive_b memory_b plasma_cell:0.3"
 _GENE_SPEC = {
@@ -86,11 +86,14 @@ _GENE_SPEC = {
     # T
     "CD3E": _T_ALL, "CD3D": _T_ALL, "CD3G": _T_ALL, "TRAC": _T_ALL, "CD2": _T_ALL + " nk:0.6", "CD7": _T_ALL + " nk ilc:0.6",
     "CD5": _T_ALL.replace(" innate_like_t", ""), "CD1A": "thymocyte",
-    "CD4": "thymocyte:0.4 naive_cd4_t:0.5 memory_cd4_t:0.5 treg:0.5 classical_monocyte:0.2 macrophage:0.2",
-    "CD8A": "thymocyte:0.6 naive_cd8_t effector_cd8_t innate_like_t:0.4", "CD8B": "thymocyte:0.5 naive_cd8_t:0.7 effector_cd8_t:0.7",
+    "CD4": "thymocyte:0.4 cd4_thymocyte:0.5 naive_cd4_t:0.5 memory_cd4_t:0.5 treg:0.5 classical_monocyte:0.2 macrophage:0.2",
+    "CD8A": "thymocyte:0.6 cd8_thymocyte naive_cd8_t effector_cd8_t innate_like_t:0.4",
+    "CD8B": "thymocyte:0.5 cd8_thymocyte:0.7 naive_cd8_t:0.7 effector_cd8_t:0.7",
     "TRDC": "innate_like_t nk:0.5", "IL7R": "naive_cd4_t memory_cd4_t naive_cd8_t:0.5 innate_like_t ilc",
-    "CCR7": "naive_cd4_t naive_cd8_t memory_cd4_t:0.5 naive_b:0.4 treg:0.4", "LEF1": "thymocyte naive_cd4_t naive_cd8_t",
-    "TCF7": "thymocyte naive_cd4_t naive_cd8_t memory_cd4_t:0.5", "FOXP3": "treg", "IL2RA": "treg memory_cd4_t:0.2",
+    "CCR7": "cd4_thymocyte:0.5 cd8_thymocyte:0.5 naive_cd4_t naive_cd8_t memory_cd4_t:0.5 naive_b:0.4 treg:0.4",
+    "LEF1": "thymocyte cd4_thymocyte cd8_thymocyte naive_cd4_t naive_cd8_t",
+    "TCF7": "thymocyte cd4_thymocyte cd8_thymocyte naive_cd4_t naive_cd8_t memory_cd4_t:0.5",
+    "FOXP3": "treg", "IL2RA": "treg memory_cd4_t:0.2",
     "CTLA4": "treg memory_cd4_t:0.3", "CD40LG": "naive_cd4_t:0.3 memory_cd4_t:0.5",
     # NK / cytotoxic
     "NKG7": _CYTO, "GNLY": _CYTO, "PRF1": _CYTO, "GZMA": _CYTO, "GZMH": "effector_cd8_t nk:0.7", "CST7": _CYTO,
@@ -118,8 +121,9 @@ TISSUES: dict[str, tuple[dict[str, float], dict[str, float]]] = {
         {"stem_progenitor": 1.0, "erythroid_megakaryocyte": 1.0, "granulocytic": 1.0, "monocyte_macrophage_dc": 0.5,
          "b_plasma": 0.6, "t_nk": 0.35, "other_immune": 0.1},
         {"hsc": 0.6, "mpp": 0.8, "erythrocyte": 0.3, "platelet": 0.15, "megakaryocyte": 0.4, "neutrophil": 1.2,
-         "macrophage": 0.25, "pdc": 0.3, "cdc1": 0.15, "thymocyte": 0.0, "plasma_cell": 0.4, "memory_b": 0.3, "treg": 0.15,
-         "innate_like_t": 0.2, "eosinophil": 0.4, "basophil": 0.25, "mast_cell": 0.08},
+         "macrophage": 0.25, "pdc": 0.3, "cdc1": 0.15, "thymocyte": 0.0, "cd4_thymocyte": 0.0, "cd8_thymocyte": 0.0,
+         "plasma_cell": 0.4, "memory_b": 0.3, "treg": 0.15, "innate_like_t": 0.2, "eosinophil": 0.4, "basophil": 0.25,
+         "mast_cell": 0.08},
     ),
     "blood": (
         {"stem_progenitor": 0.03, "erythroid_megakaryocyte": 0.05, "granulocytic": 0.1, "monocyte_macrophage_dc": 0.6,
@@ -127,34 +131,40 @@ TISSUES: dict[str, tuple[dict[str, float], dict[str, float]]] = {
         {"hsc": 0.01, "erythrocyte": 0.4, "platelet": 0.5, "neutrophil": 1.0, "eosinophil": 0.2, "basophil": 0.15,
          "classical_monocyte": 1.4, "nonclassical_monocyte": 0.5, "macrophage": 0.03, "cdc1": 0.08, "cdc2": 0.3, "pdc": 0.2,
          "pro_b": 0.01, "pre_b": 0.02, "naive_b": 0.8, "memory_b": 0.5, "plasma_cell": 0.1, "thymocyte": 0.0,
-         "naive_cd4_t": 1.4, "memory_cd4_t": 1.2, "treg": 0.35, "naive_cd8_t": 0.7, "innate_like_t": 0.4, "nk": 0.9},
+         "cd4_thymocyte": 0.0, "cd8_thymocyte": 0.0, "naive_cd4_t": 1.4, "memory_cd4_t": 1.2, "treg": 0.35, "naive_cd8_t": 0.7, "innate_like_t": 0.4, "nk": 0.9},
     ),
     "spleen": (
         {"stem_progenitor": 0.03, "erythroid_megakaryocyte": 0.1, "granulocytic": 0.15, "monocyte_macrophage_dc": 0.6,
          "b_plasma": 1.2, "t_nk": 0.9, "other_immune": 0.1},
-        {"macrophage": 1.2, "neutrophil": 0.5, "thymocyte": 0.0, "pro_b": 0.05, "pre_b": 0.1, "plasma_cell": 0.7, "nk": 1.0,
-         "erythrocyte": 0.3, "platelet": 0.2, "treg": 0.4, "ilc": 0.15},
+        {"macrophage": 1.2, "neutrophil": 0.5, "thymocyte": 0.0, "cd4_thymocyte": 0.0, "cd8_thymocyte": 0.0,
+         "pro_b": 0.05, "pre_b": 0.1, "plasma_cell": 0.7, "nk": 1.0, "erythrocyte": 0.3, "platelet": 0.2, "treg": 0.4, "ilc": 0.15},
     ),
     "lymph_node": (
         {"stem_progenitor": 0.01, "erythroid_megakaryocyte": 0.01, "granulocytic": 0.03, "monocyte_macrophage_dc": 0.3,
          "b_plasma": 1.2, "t_nk": 1.3, "other_immune": 0.2},
         {"macrophage": 0.6, "cdc1": 0.3, "cdc2": 0.5, "pdc": 0.3, "classical_monocyte": 0.15, "nonclassical_monocyte": 0.05,
-         "thymocyte": 0.0, "pro_b": 0.01, "pre_b": 0.02, "naive_cd4_t": 1.8, "naive_b": 1.6, "nk": 0.3, "effector_cd8_t": 0.6,
+         "thymocyte": 0.0, "cd4_thymocyte": 0.0, "cd8_thymocyte": 0.0,
+         "pro_b": 0.01, "pre_b": 0.02, "naive_cd4_t": 1.8, "naive_b": 1.6, "nk": 0.3, "effector_cd8_t": 0.6,
          "plasma_cell": 0.3},
     ),
     "thymus": (
         {"stem_progenitor": 0.05, "erythroid_megakaryocyte": 0.01, "granulocytic": 0.02, "monocyte_macrophage_dc": 0.2,
          "b_plasma": 0.2, "t_nk": 0.8, "other_immune": 0.05},
-        {"thymocyte": 4.0, "naive_cd4_t": 1.0, "naive_cd8_t": 0.8, "treg": 0.5, "macrophage": 0.3, "cdc1": 0.2, "pdc": 0.2,
-         "memory_cd4_t": 0.2, "effector_cd8_t": 0.2},
+        {"thymocyte": 4.0, "cd4_thymocyte": 1.0, "cd8_thymocyte": 0.5, "naive_cd4_t": 1.0, "naive_cd8_t": 0.8,
+         "treg": 0.5, "macrophage": 0.3, "cdc1": 0.2, "pdc": 0.2, "memory_cd4_t": 0.2, "effector_cd8_t": 0.2},
     ),
     "lung": (
         {"stem_progenitor": 0.01, "erythroid_megakaryocyte": 0.02, "granulocytic": 0.2, "monocyte_macrophage_dc": 1.0,
          "b_plasma": 0.3, "t_nk": 0.7, "other_immune": 0.3},
-        {"macrophage": 3.0, "classical_monocyte": 1.0, "neutrophil": 0.6, "mast_cell": 0.4, "thymocyte": 0.0, "pro_b": 0.0,
-         "pre_b": 0.0, "effector_cd8_t": 1.0, "memory_cd4_t": 1.0, "naive_cd4_t": 0.4, "naive_cd8_t": 0.3},
+        {"macrophage": 3.0, "classical_monocyte": 1.0, "neutrophil": 0.6, "mast_cell": 0.4, "thymocyte": 0.0,
+         "cd4_thymocyte": 0.0, "cd8_thymocyte": 0.0, "pro_b": 0.0, "pre_b": 0.0, "effector_cd8_t": 1.0, "memory_cd4_t": 1.0, "naive_cd4_t": 0.4, "naive_cd8_t": 0.3},
     ),
 }
+
+#: Share of a fine stage's cells that an annotator labels with the lineage instead ("B cell" for a naive B cell), as
+#: in Tabula Sapiens v2's immune cells (docs/labels.md derives them): a cell of a stage pooled by several lineage stages
+#: (naive CD4 T: cd4_t and t_cell) takes each with its share.
+LINEAGE_SHARE: dict[str, float] = {"b_cell": 0.9, "cd4_t": 0.85, "cd8_t": 0.9, "t_cell": 0.03, "monocyte": 0.55}
 
 #: Log library-size offsets of small (platelets, red cells) and large (plasma cells, progenitors) cells.
 STAGE_LIBRARY: dict[str, float] = {"erythrocyte": -1.0, "platelet": -1.3, "neutrophil": -0.5, "eosinophil": -0.3,
@@ -169,6 +179,25 @@ def tissue_stage_weights(tissue: str, info: pd.DataFrame) -> pd.Series:
     branch_w, stage_w = TISSUES[tissue]
     w = [stage_w.get(s, branch_w.get(b, 0.1)) for s, b in zip(info.index, info["branch"])]
     return pd.Series(np.asarray(w, dtype=float), index=info.index)
+
+
+def lineage_relabel(
+    labels: pd.Series, true_stage: pd.Series, donors: pd.Series, stage_table: pd.DataFrame, *,
+    share: Mapping[str, float], rng: np.random.Generator,
+) -> np.ndarray:
+    """Labels with a `share` of each lineage's fine-stage cells relabelled by the lineage (one alias per donor)."""
+    pools = {lin: set(members) for lin, members in lineage_pools(stage_table).items() if share.get(lin, 0) > 0}
+    labels_of = stage_table.groupby("stage", sort=False)["label"].apply(list).to_dict()
+    out = np.asarray(labels, dtype=object).copy()
+    stage, donor = np.asarray(true_stage, dtype=str), np.asarray(donors, dtype=str)
+    u = rng.random(len(out))
+    for d in pd.unique(donor):
+        alias = {lin: labels_of[lin][int(rng.integers(len(labels_of[lin])))] for lin in pools}
+        upper = np.zeros(len(out))
+        for lin, members in pools.items():
+            lower, upper = upper, upper + np.where(np.isin(stage, sorted(members)), share[lin], 0.0)
+            out[(donor == d) & (u >= lower) & (u < upper)] = alias[lin]
+    return out
 
 
 def bfs_parents(stages: Sequence[str], edges: Sequence[tuple[str, str]], root: str) -> dict[str, str | None]:
@@ -297,14 +326,20 @@ def simulate_panel(
     tissue_gene_sd: float = 0.1,
     n_nuisance: int = 3,
     nuisance_sd: float = 0.5,
+    lineage_labels: bool = True,
+    stage_weights: Mapping[str, float] | None = None,
 ) -> ad.AnnData:
     """Simulate one multi-donor panel: integer counts (CSR float32) with donor/tissue/label obs and truth columns.
 
-    `stages` restricts which stages cells are drawn from (None: all). Truth: `true_stage`, `true_branch`,
-    `true_depth` and `true_pseudotime` (depth interpolated along the edge the cell sits on).
+    Cells are drawn from the fine stages (`stages` restricts them; None: every fine stage of the table). With
+    `lineage_labels`, a Tabula Sapiens-like share (`LINEAGE_SHARE`) of B, T and monocyte cells is labelled by its
+    lineage ("B cell"), as the atlas labels them; the truth keeps the fine stage. Truth: `true_stage`, `true_branch`,
+    `true_depth` and `true_pseudotime` (depth interpolated along the edge the cell sits on). `stage_weights` (stage:
+    relative abundance) replaces the tissues' composition (`TISSUES`) in every tissue, e.g. an atlas's label counts.
     """
     info = stage_info(stage_table)
     all_stages = list(info.index)
+    lineage = set(lineage_pools(stage_table))
     donors = [str(d) for d in donors]
     if not donors or len(set(donors)) != len(donors):
         raise InputError(f"simulate: donors {donors[:5]} must be a non-empty list of unique ids; fix panels.*.simulate.donors")
@@ -312,14 +347,19 @@ def simulate_panel(
         raise InputError(f"simulate: no tissues given; set panels.*.simulate.tissues (one of {', '.join(TISSUES)})")
     if cells_per_donor < 1:
         raise InputError(f"simulate: cells_per_donor={cells_per_donor} must be >= 1; fix panels.*.simulate.cells_per_donor")
-    chosen = all_stages if stages is None else list(dict.fromkeys(stages))
+    chosen = fine_stages(stage_table) if stages is None else list(dict.fromkeys(stages))
     unknown = [s for s in chosen if s not in info.index]
     if unknown or not chosen:
         raise InputError(f"simulate: stage '{(unknown or ['(none)'])[0]}' is not in the stage table; fix panels.*.simulate.stages")
+    pooled = [s for s in chosen if s in lineage]
+    if pooled:
+        raise InputError(f"simulate: '{pooled[0]}' is a lineage stage (a label, not a state of its own); list fine stages "
+                         "in panels.*.simulate.stages (lineage labels come with simulate.lineage_labels)")
     bad_edge = [e for e in edges if e[0] not in info.index or e[1] not in info.index]
     if bad_edge:
         raise InputError(f"simulate: edge {bad_edge[0]} names a stage absent from the stage table; fix the stage graph")
-    tissue_w = {t: tissue_stage_weights(t, info).loc[chosen].to_numpy() for t in tissues}
+    tissue_w = {t: tissue_stage_weights(t, info).loc[chosen].to_numpy() if stage_weights is None else
+                np.array([float(stage_weights.get(s, 0.0)) for s in chosen]) for t in tissues}
     absent = [s for s, w in zip(chosen, sum(tissue_w.values())) if w <= 0]
     if stages is not None and absent:
         raise InputError(
@@ -390,11 +430,14 @@ def simulate_panel(
     X = sp.csr_matrix(np.vstack([c for c, _ in parts]).astype(np.float32))
     obs = pd.concat([o for _, o in parts], ignore_index=True)
     obs.index = pd.Index([f"{d}_c{i:06d}" for i, d in enumerate(obs["donor_id"])], name="cell")
+    if lineage_labels:  # its own stream: the counts and truth do not depend on it
+        obs["cell_type"] = lineage_relabel(obs["cell_type"], obs["true_stage"], obs["donor_id"], stage_table,
+                                           share=LINEAGE_SHARE, rng=np.random.default_rng([seed, 18]))
     for col in ("donor_id", "tissue", "cell_type", "true_stage", "true_branch"):
         obs[col] = pd.Categorical(obs[col].astype(str))
     var = pd.DataFrame({"program": pd.Categorical(gene_program)}, index=pd.Index(genes, name="gene"))
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.layers["counts"] = X.copy()
     adata.uns["simulation"] = {"seed": int(seed), "biology_seed": int(biology_seed), "stages": list(chosen),
-                               "tissues": list(tissues), "donors": donors}
+                               "tissues": list(tissues), "donors": donors, "lineage_labels": bool(lineage_labels)}
     return adata

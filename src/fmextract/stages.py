@@ -26,6 +26,11 @@ BRANCHES = (
 STAGE_COLUMNS = ("label", "stage", "branch", "depth")
 #: Optional column of the stage table: the label's Cell Ontology term id (CELLxGENE `cell_type_ontology_term_id`).
 ONTOLOGY_COLUMN = "ontology_id"
+#: Optional column of the stage table: for a LINEAGE stage (a label naming a lineage without a finer state, e.g.
+#: "B cell"), the space-separated fine stages it stands for; empty for a fine stage (docs/labels.md).
+POOLS_COLUMN = "pools"
+#: data.lineage_labels: lineage labels are stages of their own ("stage") or keep only their branch ("branch").
+LINEAGE_MODES = ("stage", "branch")
 _ONTOLOGY_ID = re.compile(r"^CL:\d{7}$")
 
 
@@ -60,12 +65,15 @@ def load_label_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read and validate every label row of the stage table, coarse labels included.
 
     Columns label, stage, branch, depth (float) and ontology_id (empty string where the label has none). A COARSE
-    label (e.g. "T cell", "B cell", "dendritic cell") has a branch but an empty stage and depth: its cells keep their
-    branch, while stage endpoints, anchors and stage-trained parts skip them. `load_stage_table` keeps the staged rows.
+    label (e.g. "dendritic cell", "granulocyte") has a branch but an empty stage and depth: its cells keep their
+    branch, while stage endpoints, anchors and stage-trained parts skip them. A LINEAGE stage ("B cell" -> b_cell)
+    lists in `pools` the fine stages it stands for (`lineage_pools`). `load_stage_table` keeps the staged rows.
     """
-    table = _read_tsv(path, STAGE_COLUMNS, "stage table", optional=(ONTOLOGY_COLUMN,), may_be_empty=("stage", "depth"))
-    if ONTOLOGY_COLUMN not in table.columns:
-        table[ONTOLOGY_COLUMN] = ""
+    table = _read_tsv(path, STAGE_COLUMNS, "stage table", optional=(ONTOLOGY_COLUMN, POOLS_COLUMN),
+                      may_be_empty=("stage", "depth"))
+    for col in (ONTOLOGY_COLUMN, POOLS_COLUMN):
+        if col not in table.columns:
+            table[col] = ""
     dup = table["label"][table["label"].duplicated()]
     if len(dup):
         raise InputError(f"{path}: label '{dup.iloc[0]}' appears more than once; keep one row per label")
@@ -96,12 +104,13 @@ def load_label_table(path: str | os.PathLike) -> pd.DataFrame:
         )
     table["depth"] = depth.astype(float)
     table["stage"] = table["stage"].where(staged)
-    per_stage = table[staged].groupby("stage", sort=False)[["branch", "depth"]].nunique()
+    table[POOLS_COLUMN] = table[POOLS_COLUMN].str.split().str.join(" ")
+    per_stage = table[staged].groupby("stage", sort=False)[["branch", "depth", POOLS_COLUMN]].nunique()
     clash = per_stage.index[(per_stage > 1).any(axis=1)]
     if len(clash):
-        raise InputError(
-            f"{path}: stage '{clash[0]}' has rows with different branch or depth; give every row of a stage the same values"
-        )
+        raise InputError(f"{path}: stage '{clash[0]}' has rows with different branch, depth or pools; give every row of "
+                         "a stage the same values")
+    _check_pools(table, path)
     key = table.assign(key=table["label"].map(normalise_label), target=table["stage"].fillna("coarse:" + table["branch"]))
     norm = key.groupby("key")["target"].nunique()
     if (norm > 1).any():
@@ -110,6 +119,47 @@ def load_label_table(path: str | os.PathLike) -> pd.DataFrame:
             "rename or merge them"
         )
     return table.reset_index(drop=True)
+
+
+def _check_pools(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """A lineage stage pools fine stages of its own branch; a coarse row pools nothing."""
+    bad = table.index[(table[POOLS_COLUMN] != "") & table["stage"].isna()]
+    if len(bad):
+        raise InputError(f"{path}: coarse label '{table['label'].iloc[bad[0]]}' has pools; only a lineage stage pools fine "
+                         "stages: give it a stage and depth, or empty its pools")
+    info = table[table["stage"].notna()].drop_duplicates("stage").set_index("stage")
+    fine = set(info.index[info[POOLS_COLUMN] == ""])
+    for stage, row in info[info[POOLS_COLUMN] != ""].iterrows():
+        for member in row[POOLS_COLUMN].split():
+            if member not in fine or info.loc[member, "branch"] != row["branch"]:
+                raise InputError(f"{path}: lineage stage '{stage}' pools '{member}', which is not a fine stage of branch "
+                                 f"'{row['branch']}'; list fine stages of its own branch in its pools column")
+
+
+def lineage_pools(table: pd.DataFrame) -> dict[str, list[str]]:
+    """{lineage stage: the fine stages it stands for}, in table order (empty for a table without lineage stages)."""
+    info = table[table["stage"].notna()].drop_duplicates("stage")
+    pools = info[POOLS_COLUMN] if POOLS_COLUMN in info else pd.Series("", index=info.index)
+    return {s: p.split() for s, p in zip(info["stage"], pools) if p}
+
+
+def fine_stages(table: pd.DataFrame) -> list[str]:
+    """The fine stages of the table (lineage stages left out), in table order."""
+    lineage = lineage_pools(table)
+    return [s for s in stage_info(table).index if s not in lineage]
+
+
+def lineage_as(table: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The label table for `data.lineage_labels`: "stage" as is; "branch" turns lineage rows coarse (branch only)."""
+    if mode not in LINEAGE_MODES:
+        raise InputError(f"data.lineage_labels is '{mode}'; use one of {', '.join(LINEAGE_MODES)}")
+    if mode == "stage":
+        return table
+    out = table.copy()
+    lineage = out["stage"].isin(list(lineage_pools(table)))
+    out.loc[lineage, ["stage", "depth"]] = np.nan
+    out.loc[lineage, POOLS_COLUMN] = ""
+    return out
 
 
 def load_stage_table(path: str | os.PathLike) -> pd.DataFrame:

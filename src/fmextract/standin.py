@@ -36,7 +36,7 @@ from fmextract.chunks import write_h5ad_streamed
 from fmextract.counts import log_cp10k
 from fmextract.errors import InputError
 from fmextract.simulate import gene_list, simulate_panel, tissue_stage_weights
-from fmextract.stages import load_label_table, load_marker_programs, load_stage_graph, stage_info
+from fmextract.stages import lineage_pools, load_label_table, load_marker_programs, load_stage_graph, stage_info
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,69 @@ OTHER_TYPES = {
     "keratinocyte": ("CL:0000312", "epithelial", ["KRT5", "KRT14", "KRT1", "KRT10"]),
     "pancreatic acinar cell": ("CL:0002064", "epithelial", ["PRSS1", "CPA1", "CELA3A", "CTRB2"]),
 }
+#: Tabula Sapiens v2's cells per donor in its immune tissues (all cell types; the consortium's
+#: tissuedonorcounts.csv), and the lung donors of the mismatched-compartment control (cells per donor assumed).
+TS_V2_DONORS: dict[str, dict[str, int]] = {
+    "blood": {"TSP1": 4448, "TSP2": 12949, "TSP7": 20383, "TSP8": 4988, "TSP10": 4360, "TSP14": 20303, "TSP21": 14103,
+              "TSP25": 3202, "TSP27": 497},
+    "bone marrow": {"TSP2": 4129, "TSP11": 2552, "TSP13": 461, "TSP14": 11925, "TSP21": 3626, "TSP25": 3769,
+                    "TSP27": 650},
+    "lymph node": {"TSP2": 11008, "TSP7": 14534, "TSP14": 31230, "TSP21": 27926, "TSP25": 25366, "TSP27": 18998},
+    "spleen": {"TSP2": 8948, "TSP7": 9347, "TSP14": 21463, "TSP21": 13479, "TSP25": 4105, "TSP27": 13106},
+    "thymus": {"TSP2": 12907, "TSP14": 19889, "TSP21": 4547, "TSP25": 2973, "TSP27": 2413},
+    "lung": {"TSP1": 8000, "TSP2": 8000, "TSP14": 8000, "TSP25": 8000},
+}
+#: Immune label counts per tissue, Tabula Sapiens v2-like. Blood and lymph node: the popV cards' largest labels
+#: (10 % validation subsets), then rarer labels we add at small counts; spleen, bone marrow, thymus and lung: our
+#: estimates shaped on the all-immune card (B cell > CD4 > CD8 alpha-beta T; fine CD4/CD8 labels ~10 % of them;
+#: monocyte beside classical monocyte) and on what the thymus card states (CD4-positive thymocyte third largest).
+TS_V2_LABELS: dict[str, dict[str, int]] = {
+    "blood": {"neutrophil": 3190, "erythrocyte": 1197, "classical monocyte": 1081, "monocyte": 932,
+              "CD4-positive, alpha-beta T cell": 511, "CD8-positive, alpha-beta T cell": 469, "B cell": 396,
+              "natural killer cell": 266, "macrophage": 121, "intermediate monocyte": 117, "plasma cell": 76,
+              "naive thymus-derived CD4-positive, alpha-beta T cell": 48, "platelet": 37, "non-classical monocyte": 30,
+              "mature NK T cell": 30, "T cell": 20, "myeloid dendritic cell": 20, "plasmacytoid dendritic cell": 15,
+              "regulatory T cell": 15, "activated CD4-positive, alpha-beta T cell": 10,
+              "activated CD8-positive, alpha-beta T cell": 10, "basophil": 10, "leukocyte": 10},
+    "lymph node": {"B cell": 5485, "CD4-positive, alpha-beta T cell": 3937, "CD8-positive, alpha-beta T cell": 1453,
+                   "plasma cell": 604, "naive thymus-derived CD4-positive, alpha-beta T cell": 415,
+                   "regulatory T cell": 150, "T cell": 150, "natural killer cell": 100, "macrophage": 100,
+                   "myeloid dendritic cell": 60, "plasmacytoid dendritic cell": 40, "mature NK T cell": 40,
+                   "innate lymphoid cell": 30, "gamma-delta T cell": 30, "monocyte": 30, "mononuclear phagocyte": 20,
+                   "leukocyte": 15, "Langerhans cell": 10},
+    "spleen": {"B cell": 3000, "CD8-positive, alpha-beta T cell": 1900, "CD4-positive, alpha-beta T cell": 1800,
+               "macrophage": 900, "neutrophil": 600, "natural killer cell": 500, "plasma cell": 500, "monocyte": 400,
+               "classical monocyte": 200, "T cell": 150, "naive thymus-derived CD4-positive, alpha-beta T cell": 150,
+               "erythrocyte": 150, "mature NK T cell": 80, "tissue-resident macrophage": 60, "gamma-delta T cell": 60,
+               "regulatory T cell": 60, "platelet": 50, "myeloid dendritic cell": 40, "plasmacytoid dendritic cell": 30,
+               "innate lymphoid cell": 30, "hematopoietic cell": 20, "myeloid leukocyte": 20},
+    "bone marrow": {"neutrophil": 2500, "erythroid progenitor cell": 700, "monocyte": 600, "classical monocyte": 400,
+                    "CD8-positive, alpha-beta T cell": 400, "B cell": 400, "erythrocyte": 300,
+                    "CD4-positive, alpha-beta T cell": 300, "plasma cell": 250, "natural killer cell": 150,
+                    "hematopoietic precursor cell": 150, "macrophage": 150, "common myeloid progenitor": 80,
+                    "myeloid leukocyte": 80, "hematopoietic stem cell": 60, "basophil": 40, "platelet": 40,
+                    "plasmacytoid dendritic cell": 40, "hematopoietic cell": 40, "T cell": 40},
+    "thymus": {"double-positive, alpha-beta thymocyte": 900, "T cell": 500, "CD4-positive, alpha-beta thymocyte": 438,
+               "CD8-positive, alpha-beta thymocyte": 200, "double negative thymocyte": 150, "B cell": 120,
+               "CD4-positive, alpha-beta T cell": 100, "CD8-positive, alpha-beta T cell": 80, "macrophage": 60,
+               "regulatory T cell": 40, "myeloid dendritic cell": 30, "plasmacytoid dendritic cell": 30,
+               "mature NK T cell": 20},
+    "lung": {"macrophage": 1500, "CD8-positive, alpha-beta T cell": 400, "CD4-positive, alpha-beta T cell": 300,
+             "monocyte": 300, "classical monocyte": 200, "natural killer cell": 200, "mast cell": 200, "neutrophil": 150,
+             "B cell": 100, "plasma cell": 80, "myeloid dendritic cell": 50, "mononuclear phagocyte": 40},
+}
+#: Labels naming no lineage of the ruler (prepare drops or keeps them branch-only, and counts them): the fine stages
+#: whose cells the stand-in gives them, and their Cell Ontology ids where the stage table has none.
+NON_LINEAGE = {"leukocyte": (["naive_cd4_t", "memory_b", "nk", "classical_monocyte", "neutrophil"], "CL:0000738"),
+               "hematopoietic cell": (["hsc", "mpp", "cmp", "neutrophil"], "CL:0000988"),
+               "myeloid leukocyte": (["classical_monocyte", "neutrophil", "macrophage"], "CL:0000766"),
+               "mononuclear phagocyte": (["classical_monocyte", "macrophage", "cdc2"], "")}
 #: Every label the generator gives (the categories of obs cell_type, used or not).
 ALL_LABELS = sorted({x for v in (*STAGE_LABELS.values(), *STAGE_COARSE.values()) for x in v}
-                    | set(TISSUE_MACROPHAGE.values()) | set(OTHER_TYPES))
+                    | set(TISSUE_MACROPHAGE.values()) | set(OTHER_TYPES)
+                    | {x for labels in TS_V2_LABELS.values() for x in labels})
+#: Label sets of `write_standin(labels=...)`.
+LABEL_SETS = ("mixed", "ts_v2")
 #: obs broad_cell_class of blood and immune cells, by branch.
 BROAD_CLASS = {"stem_progenitor": "hematopoietic precursor cell", "erythroid_megakaryocyte": "erythroid lineage cell",
                "granulocytic": "granulocyte", "monocyte_macrophage_dc": "myeloid leukocyte", "b_plasma": "B cell",
@@ -206,10 +266,45 @@ def _plan(kind: str, rng: np.random.Generator) -> tuple[list[str], dict[str, lis
     return donors, {d: sorted(set(ts), key=lambda t: [x.name for x in TS_TISSUES].index(t.name)) for d, ts in tissues.items()}
 
 
-def _hematopoietic(table, edges, programs, background, donor, tissue, n, stages, seed) -> tuple[sp.csr_matrix, list[str]]:
+def _ts_v2_plan(n_cells: int, rng: np.random.Generator) -> list[tuple[str, Tissue, int]]:
+    """(donor, tissue, cells) blocks in proportion to Tabula Sapiens v2's cells per donor and immune tissue."""
+    by_name = {t.name: t for t in TS_TISSUES}
+    blocks = [(d, by_name[t], n) for t, donors in TS_V2_DONORS.items() for d, n in donors.items()]
+    counts = np.array([n for _, _, n in blocks], dtype=float)
+    drawn = rng.multinomial(n_cells, counts / counts.sum())
+    order = sorted(range(len(blocks)), key=lambda i: int(blocks[i][0][3:]))
+    return [(blocks[i][0], blocks[i][1], int(drawn[i])) for i in order]
+
+
+def label_pools(label_table: pd.DataFrame) -> dict[str, list[str]]:
+    """Fine stages whose cells each Tabula Sapiens v2-like label is given: its stage, a lineage stage's pool, or
+    (labels naming no lineage) `NON_LINEAGE`."""
+    lineage = lineage_pools(label_table)
+    staged = label_table[label_table["stage"].notna()]
+    pools = {lab: lineage.get(st, [st]) for lab, st in zip(staged["label"], staged["stage"])}
+    pools.update({lab: stages for lab, (stages, _) in NON_LINEAGE.items()})
+    return pools
+
+
+def ts_v2_stage_weights(tissue: str, pools: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """A tissue's stage weights from its label counts (a label's count shared equally over its pool), and per stage
+    the weight of each label that may name its cells."""
+    stage_w: dict[str, float] = {}
+    label_w: dict[str, dict[str, float]] = {}
+    for label, count in TS_V2_LABELS[tissue].items():
+        for stage in pools[label]:
+            share = count / len(pools[label])
+            stage_w[stage] = stage_w.get(stage, 0.0) + share
+            label_w.setdefault(stage, {})[label] = share
+    return stage_w, label_w
+
+
+def _hematopoietic(table, edges, programs, background, donor, tissue, n, stages, seed,
+                   stage_weights=None) -> tuple[sp.csr_matrix, list[str]]:
     """Counts over the simulator's genes and the true stage of `n` cells of one donor x tissue block (the simulator)."""
     adata = simulate_panel(table, edges, programs, background, donors=[donor], tissues=[tissue.sim], stages=stages,
-                           cells_per_donor=n, n_genes=None, seed=seed)
+                           cells_per_donor=n, n_genes=None, seed=seed, lineage_labels=False,
+                           stage_weights=stage_weights)
     return sp.csr_matrix(adata.X, dtype=np.float32), adata.obs["true_stage"].astype(str).tolist()
 
 
@@ -223,6 +318,15 @@ def _labels(stages: Sequence[str], tissue: Tissue, rng: np.random.Generator) -> 
         coarse = STAGE_COARSE.get(s, [])
         pool = coarse if coarse and rng.random() < COARSE_RATE else fine
         out.append(pool[int(rng.integers(len(pool)))])
+    return out
+
+
+def _ts_v2_labels(stages: Sequence[str], label_w: dict[str, dict[str, float]], rng: np.random.Generator) -> list[str]:
+    """A Tabula Sapiens v2-like label per cell: among the labels naming its stage, in proportion to their counts."""
+    out = []
+    for s in stages:
+        names, weights = zip(*label_w[s].items())
+        out.append(names[int(rng.choice(len(names), p=np.asarray(weights) / sum(weights)))])
     return out
 
 
@@ -255,16 +359,24 @@ def _fillers(n: int, n_fill: int, weights: np.ndarray, density: float, rng: np.r
 
 def write_standin(
     kind: str, path: str | os.PathLike, *, n_cells: int, n_genes: int, seed: int = 0, filler_density: float = 0.02,
-    decontx: bool = True, max_block: int = 20_000, resources: str | os.PathLike = RESOURCES,
+    decontx: bool = True, max_block: int = 20_000, resources: str | os.PathLike = RESOURCES, labels: str = "mixed",
 ) -> dict:
     """Write a CELLxGENE-layout stand-in ("reference": Tabula Sapiens v2; "immune": the immune atlas) to `path`.
 
     `n_cells` cells (split at random over donors and tissues, exactly `n_cells` in all), `n_genes` features of
     which the simulator's genes are in the demo vocabulary. Memory holds about `max_block` cells' matrices (plus
     obs); counts go to disk as they are made. Returns a summary (cells, genes, donors, tissues, labels).
+
+    `labels` (reference only): "mixed" gives each cell a fine label of its stage or, at `COARSE_RATE`, a coarse one,
+    over 21 donors and 27 tissues; "ts_v2" follows Tabula Sapiens v2 (docs/labels.md): its donors x immune tissues
+    (and lung) in proportion to the atlas's cells (`TS_V2_DONORS`), and per tissue its immune label frequencies
+    (`TS_V2_LABELS`: lineage labels such as "B cell" on most B and T cells, thymocytes, labels naming no lineage).
     """
     if kind not in ("reference", "immune"):
         raise InputError(f"standin: kind '{kind}' is unknown; use reference or immune")
+    if labels not in LABEL_SETS or (labels == "ts_v2" and kind != "reference"):
+        raise InputError(f"standin: labels '{labels}' is unknown for {kind}; use mixed (or ts_v2 for the reference)")
+    ts_v2 = labels == "ts_v2"
     resources = Path(resources)
     label_table = load_label_table(resources / "hematopoiesis_stages.tsv")
     table = label_table[label_table["stage"].notna()].reset_index(drop=True)
@@ -274,6 +386,8 @@ def write_standin(
     background = (resources / "background_genes.txt").read_text().split()
     ids = dict(zip(label_table["label"], label_table["ontology_id"]))
     ids.update({name: spec[0] for name, spec in OTHER_TYPES.items()})
+    ids.update({name: spec[1] for name, spec in NON_LINEAGE.items() if spec[1]})
+    pools = label_pools(label_table)
     missing = [x for x in ALL_LABELS if not ids.get(x)]
     if missing:
         raise InputError(f"{resources / 'hematopoiesis_stages.tsv'}: label(s) {missing[:3]} have no ontology_id; the "
@@ -294,8 +408,20 @@ def write_standin(
     # non-hematopoietic cells: housekeeping-like simulator background genes on, blood programs off
     other_profile = np.concatenate([np.where(np.asarray(sim_program) == "background", rng.normal(-1, 1, len(sim_all)),
                                              -6.0)[sim_keep], np.full(n_named - n_sim, -4.0)])
-    donors, tissues = _plan(kind, rng)
-    donor_n = rng.multinomial(n_cells, rng.dirichlet(np.full(len(donors), 2.0)))
+    if ts_v2:
+        plan = _ts_v2_plan(n_cells, rng)
+        donors = list(dict.fromkeys(d for d, _, _ in plan))
+    else:
+        donors, tissues = _plan(kind, rng)
+        donor_n = rng.multinomial(n_cells, rng.dirichlet(np.full(len(donors), 2.0)))
+
+        def mixed_plan() -> Iterator[tuple[str, Tissue, int]]:
+            """(donor, tissue, cells): each donor's cells split over its tissues, blood and lymphoid organs deeper."""
+            for d, n_d in zip(donors, donor_n):
+                depth = np.array([DEPTH.get(t.name, 1.0) for t in tissues[d]])
+                yield from ((d, t, n_t) for t, n_t in zip(tissues[d], rng.multinomial(n_d, rng.dirichlet(2.0 * depth))))
+
+        plan = mixed_plan()
     sex = dict(zip(donors, rng.choice(["female", "male"], len(donors))))
     age = dict(zip(donors, rng.integers(22, 75, len(donors))))
     obs_parts: list[pd.DataFrame] = []
@@ -303,17 +429,14 @@ def write_standin(
 
     def cells() -> Iterator[sp.csr_matrix]:
         """Raw counts of one donor x tissue block (at most `max_block` cells) at a time; obs grows alongside."""
-        for d, n_d in zip(donors, donor_n):
-            ts = tissues[d]
-            depth = np.array([DEPTH.get(t.name, 1.0) for t in ts])
-            for t, n_t in zip(ts, rng.multinomial(n_d, rng.dirichlet(2.0 * depth))):
-                n_hem = int(rng.binomial(n_t, t.immune))
-                allowed = tissue_stage_weights(t.sim, info)
-                stages = [s for s in STAGE_LABELS if allowed[s] > 0]
-                for start in range(0, n_t, max_block):
-                    n = min(max_block, n_t - start)
-                    h = max(0, min(n, n_hem - start))
-                    yield _block(d, t, n, h, stages, int(rng.integers(2**31)))
+        for d, t, n_t in plan:
+            n_hem = int(rng.binomial(n_t, t.immune))
+            allowed = tissue_stage_weights(t.sim, info)
+            stages = [s for s in STAGE_LABELS if allowed[s] > 0]
+            for start in range(0, n_t, max_block):
+                n = min(max_block, n_t - start)
+                h = max(0, min(n, n_hem - start))
+                yield _block(d, t, n, h, stages, int(rng.integers(2**31)))
 
     def blocks() -> Iterator[dict[str, sp.csr_matrix]]:
         """Blocks gathered to about `max_block` cells before normalising and writing (fewer, larger HDF5 appends)."""
@@ -334,10 +457,12 @@ def write_standin(
         brng = np.random.default_rng(block_seed)
         parts, labels, compartments, broad = [], [], [], []
         if n_hem:
-            hem, true_stage = _hematopoietic(table, edges, programs, background, donor, tissue, n_hem, stages, block_seed)
+            stage_w, label_w = ts_v2_stage_weights(tissue.name, pools) if ts_v2 else (None, None)
+            hem, true_stage = _hematopoietic(table, edges, programs, background, donor, tissue, n_hem,
+                                             list(stage_w) if ts_v2 else stages, block_seed, stage_weights=stage_w)
             hem = sp.hstack([hem[:, sim_keep], sp.csr_matrix((n_hem, n_named - n_sim), dtype=np.float32)], format="csr")
             parts.append(hem)
-            labels += _labels(true_stage, tissue, brng)
+            labels += _ts_v2_labels(true_stage, label_w, brng) if ts_v2 else _labels(true_stage, tissue, brng)
             compartments += ["immune"] * n_hem
             broad += [BROAD_CLASS[info.loc[s, "branch"]] for s in true_stage]
         if n > n_hem:
@@ -398,10 +523,12 @@ def write_standin(
                                                                 "protein_coding"))},
                        index=pd.Index(genes["id"].to_numpy()[order]))
     title = "Tabula Sapiens v2 (stand-in)" if kind == "reference" else "Cross-tissue Immune Cell Atlas (stand-in)"
+    title += ", Tabula Sapiens v2 labels" if ts_v2 else ""
     keys = ("X", "raw.X", "decontXcounts") if decontx else ("X", "raw.X")
     write_h5ad_streamed(path, obs, var, blocks(), keys=keys, compression="gzip",
                         uns={"title": title, "schema_version": "5.2.0",
-                             "standin": {"kind": kind, "seed": seed, "n_cells": n_cells, "n_genes": n_genes}})
+                             "standin": {"kind": kind, "seed": seed, "n_cells": n_cells, "n_genes": n_genes,
+                                         "labels": labels}})
     column = lambda col: {x for p in obs_parts for x in p[col].unique()}
     summary = {"path": str(path), "kind": kind, "n_cells": int(sum(len(p) for p in obs_parts)),
                "n_genes": int(len(genes)), "n_donors": len(column("donor_id")), "n_tissues": len(column("tissue")),
@@ -424,11 +551,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--filler-density", type=float, default=0.02,
                    help="fraction of filler genes non-zero per cell (default: %(default)s)")
     p.add_argument("--no-decontx", action="store_true", help="leave out the decontXcounts layer")
+    p.add_argument("--labels", choices=LABEL_SETS, default="mixed",
+                   help="reference: ts_v2 follows Tabula Sapiens v2's immune label frequencies and donors x tissues "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         summary = write_standin(args.kind, args.output, n_cells=args.cells, n_genes=args.genes, seed=args.seed,
-                                filler_density=args.filler_density, decontx=not args.no_decontx)
+                                filler_density=args.filler_density, decontx=not args.no_decontx, labels=args.labels)
     except InputError as err:
         print(f"fmextract.standin: error: {err}")
         return 2

@@ -15,7 +15,9 @@ Conventions:
   column: all endpoints and methods of the family together; without ``families`` every row is one family ``all``).
   The workflow's families (``fmextract.methods.method_family``): ``paper`` (the reference vs the baselines, the
   paper's family), ``controls`` and ``extracted_variants`` — so adding a control never lowers a baseline's q; rows
-  without pairs (p NaN) are left out of the correction.
+  without pairs (p NaN) are left out of the correction. Given the paper's endpoints (config ``endpoints.paper``, its
+  eight classification endpoints), a family holds exactly those; every other endpoint (pseudotime) of a family is
+  corrected in a family of its own, ``<family>_other_endpoints``.
 
 Donor-level tests (``donor_level_tests``). The splits reuse a few test donors (the paper: 88 splits, 15 donors), so
 splits are not independent and split-level tests overstate n. The unit here is the unique test donor:
@@ -40,7 +42,7 @@ splits are not independent and split-level tests overstate n. The unit here is t
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -97,14 +99,25 @@ def bh_q_values(p_values: pd.Series) -> np.ndarray:
     return q
 
 
-def family_q_values(table: pd.DataFrame, p_column: str, families: dict[str, str] | None) -> pd.DataFrame:
-    """Add the `family` column (from `families`: method -> family; default `all`) and BH q-values within each family."""
+#: suffix of the BH family of the endpoints outside the paper's (`family_q_values`).
+OTHER_ENDPOINTS = "_other_endpoints"
+
+
+def family_q_values(table: pd.DataFrame, p_column: str, families: dict[str, str] | None,
+                    endpoints: Sequence[str] | None = None) -> pd.DataFrame:
+    """Add the `family` column (from `families`: method -> family; default `all`) and BH q-values within each family.
+
+    With `endpoints` (the paper's), rows of any other endpoint go to the family `<family>_other_endpoints`.
+    """
     table = table.copy()
     family = table["method"].map(families or {})
     unknown = sorted(set(table.loc[family.isna(), "method"])) if families is not None else []
     if unknown:
         raise InputError(f"statistics: method(s) {unknown} have no BH family; pass every method's family")
     table["family"] = family if families is not None else "all"
+    if endpoints is not None:
+        other = ~table["endpoint"].isin(list(endpoints))
+        table.loc[other, "family"] = table.loc[other, "family"] + OTHER_ENDPOINTS
     table["q_value"] = np.nan
     for _, rows in table.groupby("family", sort=False):
         table.loc[rows.index, "q_value"] = bh_q_values(rows[p_column])
@@ -123,9 +136,9 @@ def wilcoxon_pair(reference: np.ndarray, method: np.ndarray, *, alternative: str
 
 
 def paired_tests(metrics: pd.DataFrame, *, reference: str = "extracted", alternative: str = "two-sided",
-                 families: dict[str, str] | None = None) -> pd.DataFrame:
+                 families: dict[str, str] | None = None, endpoints: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (endpoint, method ≠ reference): paired Wilcoxon over shared splits, effect sizes, BH q-value within
-    each family (`families`: method -> family name; None: one family)."""
+    each family (`families`: method -> family name; None: one family; `endpoints`: the paper's, see the docstring)."""
     m = _check_metrics(metrics, "paired_tests")
     if alternative not in ("two-sided", "greater", "less"):
         raise InputError(f"paired_tests: alternative '{alternative}' is unknown; use two-sided, greater or less")
@@ -140,7 +153,7 @@ def paired_tests(metrics: pd.DataFrame, *, reference: str = "extracted", alterna
             **wilcoxon_pair(x, y, alternative=alternative),
         })
     table = pd.DataFrame(rows, columns=[c for c in TEST_COLUMNS if c not in ("family", "q_value")])
-    return family_q_values(table, "p_value", families)[TEST_COLUMNS]
+    return family_q_values(table, "p_value", families, endpoints)[TEST_COLUMNS]
 
 
 def _test_donors(splits: pd.DataFrame) -> dict[str, frozenset[str]]:
@@ -182,7 +195,7 @@ def _donor_row(d: np.ndarray, member: np.ndarray, *, n_boot: int, seed: int, ci:
 
 def donor_level_tests(metrics: pd.DataFrame, splits: pd.DataFrame, *, reference: str = "extracted",
                       n_boot: int = 2000, seed: int = 0, ci: float = 0.95,
-                      families: dict[str, str] | None = None) -> pd.DataFrame:
+                      families: dict[str, str] | None = None, endpoints: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (endpoint, method ≠ reference) on unique test donors (see the module docstring).
 
     Columns: ``n_splits`` paired splits and ``n_dropped`` unpaired ones (as ``n``/``n_dropped`` in paired_tests);
@@ -213,7 +226,7 @@ def donor_level_tests(metrics: pd.DataFrame, splits: pd.DataFrame, *, reference:
                      "n_dropped": n_dropped, "n_donors": len(donors),
                      **_donor_row(d, member.reshape(len(donors), len(both)), n_boot=n_boot, seed=seed, ci=ci)})
     table = pd.DataFrame(rows, columns=[c for c in DONOR_COLUMNS if c not in ("family", "q_value")])
-    return family_q_values(table, "lodo_p_value", families)[DONOR_COLUMNS]
+    return family_q_values(table, "lodo_p_value", families, endpoints)[DONOR_COLUMNS]
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:

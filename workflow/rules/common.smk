@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from fmextract.config import check_config
 from fmextract.methods import method_family, pseudotime_supervision
+from fmextract.metrics import check_paper_endpoints
 from fmextract.splits import split_plan
 
 check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"), source="config")
@@ -26,6 +27,8 @@ METHOD_SPLITS = [
 ]
 #: BH family of each method in stats.tsv, and whether its pseudotime is supervised (a readout) or unsupervised
 METHOD_FAMILIES = {m: method_family(m, spec) for m, spec in config["methods"].items()}
+#: the paper's eight endpoints (config endpoints.paper): the losses out of 8 and the BH families count exactly these
+PAPER_ENDPOINTS = check_paper_endpoints(config["endpoints"]["paper"], config["endpoints"]["subtypes"])
 PSEUDOTIME_SUPERVISION = {m: pseudotime_supervision(spec) for m, spec in config["methods"].items()}
 _C = config["compression"]
 #: compaction chain, in order (each rung is compared with the one before it and with pooled drift): pooled heads ->
@@ -239,6 +242,7 @@ def final_outputs():
         "results/tables/parameters.tsv",
         "results/tables/head_screen.tsv",
         "results/tables/stage_roles.tsv",
+        *[f"results/tables/label_coverage_{p}.tsv" for p in PANELS],
         "results/tables/operator_definitions.tsv",
         "results/tables/manifold_validation.tsv",
         "results/tables/gate_separation.tsv",

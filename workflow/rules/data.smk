@@ -41,6 +41,36 @@ rule prepare:
     params:
         panel=lambda wc: config["panels"][wc.panel],
         min_donors=config["data"]["min_donors"],
+        lineage_labels=config["data"].get("lineage_labels", "stage"),
+    script:
+        "../scripts/data.py"
+
+
+rule label_coverage:
+    input:
+        h5ad="results/data/{panel}.h5ad",
+        unmapped="results/tables/unmapped_labels_{panel}.tsv",
+        stage_table=config["data"]["stage_table"],
+        reference_donors=lambda wc: (["results/data/reference_donors.txt"] if wc.panel == "reference" else []),
+    output:
+        "results/tables/label_coverage_{panel}.tsv",
+    log:
+        "results/logs/label_coverage/{panel}.log",
+    benchmark:
+        "results/benchmarks/label_coverage/{panel}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=5,
+    params:
+        subtypes=config["endpoints"]["subtypes"],
+        lineage_labels=config["data"].get("lineage_labels", "stage"),
+        min_cells=config["anchors"]["min_cells"],
+        cell_per_stage=config["adaptor"]["cell_per_stage"],
+        ontology_key=lambda wc: config["panels"][wc.panel].get("cell_type_ontology_key", "cell_type_ontology_term_id"),
+        seed=SEED,
     script:
         "../scripts/data.py"
 

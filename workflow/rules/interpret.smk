@@ -107,6 +107,7 @@ rule compression_table:
     params:
         variants=COMPRESSION_VARIANTS,
         margin=config["compression"]["noninferiority_margin"],
+        paper_endpoints=PAPER_ENDPOINTS,
     script:
         "../scripts/interpret.py"
 

@@ -22,6 +22,12 @@ REPORT_TABLES = {
     "scores on reference anchors, and the planted head's rank.",
     "compression": "Compression ladder: operator size against endpoint means and tests against the uncompressed map.",
     "parameters": "Trainable parameters of each method's readouts (median over splits).",
+    **{
+        f"label_coverage_{p}": f"Labels of the {p} panel: cells, stage, branch, how each maps (stage, lineage stage, "
+        "branch only, unmapped; absent: a stage an endpoint lists that the panel lacks) and which parts use it: "
+        "branch and stage endpoints, each subtype endpoint, anchors (cells), the cell-trained adaptor (cells drawn)."
+        for p in PANELS
+    },
     "failures": "Method jobs that raised and were recorded as failed (their splits are dropped from the statistics), "
     "with the error and the job's log. Empty when every job succeeded.",
 }

@@ -49,6 +49,7 @@ rule stats:
         reference=config["stats"]["reference"],
         n_boot=config["stats"].get("n_bootstrap", 2000),
         families=METHOD_FAMILIES,
+        paper_endpoints=PAPER_ENDPOINTS,
         pseudotime=PSEUDOTIME_SUPERVISION,
         seed=SEED,
     script:

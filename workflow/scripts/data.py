@@ -46,7 +46,7 @@ if rule == "simulate":
         adata = simulate_panel(
             table, edges, programs, background, donors=donors,
             tissues=sim["tissues"], stages=sim.get("stages"), cells_per_donor=sim["cells_per_donor"],
-            n_genes=None, seed=sim["seed"],
+            n_genes=None, seed=sim["seed"], lineage_labels=sim.get("lineage_labels", True),
         )
     log.info("simulated %s: %d cells x %d genes, %d donors", snakemake.wildcards.panel, *adata.shape, sim["donors"])
     data.write_h5ad(adata, snakemake.output[0])
@@ -59,6 +59,7 @@ elif rule == "prepare":
                                      "assay_key", "keep_assays")}
     keys["ontology_key"] = spec.get("cell_type_ontology_key", "cell_type_ontology_term_id")
     table = stages.load_label_table(snakemake.input.stage_table)  # coarse labels (branch, no stage) included
+    table = stages.lineage_as(table, snakemake.params.lineage_labels)  # "branch": lineage labels keep their branch only
     unmapped, info = data.prepare_panel(source, table, snakemake.output.h5ad, source=source,
                                         min_donors=snakemake.params.min_donors, config=f"panels.{panel}", **keys)
     log.info("%s: %d cells, %d genes, %d donors, %d stages; dropped %d cells (%d by assay, %d unmapped labels); "
@@ -66,6 +67,29 @@ elif rule == "prepare":
              info["n_donors"], info["n_stages"], info["n_dropped"], info["n_dropped_assay"], info["n_dropped_unmapped"],
              info["n_coarse"], info["counts_source"])
     write_tsv(unmapped, snakemake.output.unmapped)
+
+elif rule == "label_coverage":
+    from fmextract.coverage import label_coverage
+    from fmextract.io import read_tsv
+
+    table = stages.lineage_as(stages.load_label_table(snakemake.input.stage_table), snakemake.params.lineage_labels)
+    panel, subtypes = snakemake.wildcards.panel, snakemake.params.subtypes
+    unmapped = read_tsv(snakemake.input.unmapped).fillna({"ontology_id": ""})
+    coverage = label_coverage(
+        data.read_obs(snakemake.input.h5ad), unmapped, subtypes, stages.stage_info(table),
+        lineage=list(stages.lineage_pools(table)), min_cells=snakemake.params.min_cells, benchmark=panel == "reference",
+        reference_donors=read_lines(snakemake.input.reference_donors[0]) if snakemake.input.reference_donors else (),
+        cell_per_stage=snakemake.params.cell_per_stage, seed=snakemake.params.seed,
+        ontology_key=snakemake.params.ontology_key,
+    )
+    cells = coverage.groupby("mapping")["n_cells"].sum()
+    log.info("%s: cells by mapping (data.lineage_labels: %s): %s", panel, snakemake.params.lineage_labels,
+             cells.to_dict())
+    for name in subtypes if panel == "reference" else ():
+        used = coverage[coverage[name] != ""]
+        log.info("%s: endpoint %s scores %d labelled cells (%s)", panel, name, used["n_cells"].sum(),
+                 ", ".join(f"{s}: {n}" for s, n in used.groupby("stage")["n_cells"].sum().items() if n))
+    write_tsv(coverage, snakemake.output[0])
 
 elif rule == "reference_donors":
     from fmextract import donors
@@ -85,7 +109,7 @@ elif rule == "reference_donors":
         others["immune panel's cells"] = data.read_obs(snakemake.input.immune[0]).index
     donors.check_non_overlap(obs.index[reference], others, source=str(snakemake.input.h5ad))
     write_tsv(roles, snakemake.output.roles)
-    donors.check_needed_stages(roles, needed, source=str(snakemake.input.h5ad))
+    donors.check_needed_stages(roles, snakemake.params.subtypes, source=str(snakemake.input.h5ad))
     write_lines(chosen, snakemake.output.donors)
 
 elif rule == "gene_panel":

@@ -80,11 +80,10 @@ elif rule == "factor_core_split":
 elif rule == "compression_table":
     from fmextract.compaction import COLUMNS, chain_table
     from fmextract.features import FeatureMap
-    from fmextract.metrics import EIGHT_ENDPOINTS
 
     per_split = pd.concat([read_tsv(p) for p in snakemake.input.per_split], ignore_index=True)
     table = chain_table(per_split, snakemake.params.variants, margin=snakemake.params.margin,
-                        loss_endpoints=list(EIGHT_ENDPOINTS))
+                        loss_endpoints=list(snakemake.params.paper_endpoints))
     sizes = {}
     for variant, path in zip(snakemake.params.variants, snakemake.input.maps):
         n_weights = FeatureMap.load(path).n_weights

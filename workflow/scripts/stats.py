@@ -44,14 +44,16 @@ elif rule == "stats":
     metrics = read_tsv(snakemake.input.metrics)
     families, supervision = snakemake.params.families, snakemake.params.pseudotime
     pseudotime_of = lambda frame: frame["method"].map(supervision).where(frame["endpoint"].str.startswith("pseudotime"))
-    table = paired_tests(metrics, reference=snakemake.params.reference, families=families)
+    paper = snakemake.params.paper_endpoints  # BH families: the paper's eight; other endpoints in families of their own
+    table = paired_tests(metrics, reference=snakemake.params.reference, families=families, endpoints=paper)
     table.insert(table.columns.get_loc("family") + 1, "pseudotime", pseudotime_of(table))
     dropped = table[table["n_dropped"] > 0] if "n_dropped" in table else table.iloc[:0]
     for row in dropped.itertuples():
         log.warning("%s vs %s on %s: %d split(s) without a pair dropped", row.method, row.reference, row.endpoint, row.n_dropped)
     write_tsv(table, snakemake.output.stats)
     donor = donor_level_tests(metrics, read_tsv(snakemake.input.splits), reference=snakemake.params.reference,
-                              n_boot=snakemake.params.n_boot, seed=snakemake.params.seed, families=families)
+                              n_boot=snakemake.params.n_boot, seed=snakemake.params.seed, families=families,
+                              endpoints=paper)
     log.info("per BH family, comparisons with q < 0.05 over splits: %s", table.groupby("family")["q_value"].apply(
         lambda q: f"{(q < 0.05).sum()} of {len(q)}").to_dict())
     log.info("%d comparisons with q < 0.05 over splits, %d over unique test donors (of %d; at most %d donors, "
