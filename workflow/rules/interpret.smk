@@ -60,7 +60,6 @@ rule factor_ablation_split:
 
 rule factor_core_split:
     input:
-        per_split=expand("results/factors/{split}.tsv", split=SPLITS),
         feature_map=f"results/operators/{ABLATION_MAP}.npz",
         adaptor=f"results/adaptor/{ABLATION_MAP}_cell.npz",
         h5ad="results/data/benchmark.h5ad",
@@ -78,7 +77,6 @@ rule factor_core_split:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
     params:
-        surrogate=ABLATION_MAP,
         endpoints=config["compression"]["ablation_endpoints"],
         n_core=config["compression"]["n_top_factors"],
         subtypes=config["endpoints"]["subtypes"],
@@ -106,7 +104,9 @@ rule compression_table:
         runtime=10,
     params:
         variants=COMPRESSION_VARIANTS,
+        base=config["compression"]["base"],
         margin=config["compression"]["noninferiority_margin"],
+        paper_endpoints=config["endpoints"]["paper"],
     script:
         "../scripts/interpret.py"
 
