@@ -72,8 +72,8 @@ def attribution_rows(
     """Rows of attribution.tsv for one panel and adaptor.
 
     `observed[name]` holds each feature set's gate values on the panel, `replicates[name]` its values on the bootstrap
-    draws; `comparators` maps feature-set names to the comparator names written; `gates` maps each gated metric to its
-    direction (">=" or "<="), which orients the difference.
+    draws; `comparators` maps feature-set names to the comparator names written; `gates` maps each metric (the gated ones and
+    the reported residualised Spearman) to its direction (">=" or "<="), which orients the difference.
     """
     rows = []
     tail = (1 - level) / 2
@@ -88,7 +88,7 @@ def attribution_rows(
             diffs = diffs[np.isfinite(diffs)]
             low, high = (np.quantile(diffs, [tail, 1 - tail]) if diffs.size >= 2 else (np.nan, np.nan))
             rows.append({"panel": panel, "adaptor": adaptor, "gate": metric, "comparator": label, "extracted": ext,
-                         "comparator_value": comp, "difference": sign * (ext - comp), "ci_low": float(low),
+                         "comparator_value": comp, "difference": sign * (ext - comp) + 0.0, "ci_low": float(low),
                          "ci_high": float(high), "verdict": verdict(float(low), float(high))})
     return pd.DataFrame(rows, columns=COLUMNS)
 

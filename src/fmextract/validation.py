@@ -181,7 +181,8 @@ def frozen_gate_values(F: np.ndarray, meta: pd.DataFrame, ruler: pd.DataFrame, *
     Z = adaptor.transform(F)
     out = {"trustworthiness": trustworthiness(F, Z)}
     for name, fl in holdout_folds(meta, seed=seed).items():
-        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, adaptor=adaptor)["spearman"]
+        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, adaptor=adaptor,
+                                                         residualised=False)["spearman"]
     out["residualised_spearman"] = residualised_spearman(angular_distances(Z), ruler_pairs(meta["stage"], ruler),
                                                          same_group_pairs(meta))
     return out

@@ -91,7 +91,7 @@ def refit_external(mode, transform, target_ruler, ref=(P_ref, M_ref), ext=(P_ext
 def attribute(panel, mode, meta_panel, features, score, observed):
     """attribution.tsv rows of one panel and adaptor: extracted minus each comparator, donor-clustered bootstrap CI."""
     reps = attribution.bootstrap_values(features, meta_panel, score, n_bootstrap=cfg["n_bootstrap"], seed=seed)
-    directions = {m: d for m, (_, d) in validation.GATES.items()}
+    directions = {**{m: d for m, (_, d) in validation.GATES.items()}, "residualised_spearman": ">="}
     attributions.append(attribution.attribution_rows(
         observed, reps, extracted="pooled_drift", comparators={k: k for k in COMPARATORS}, gates=directions,
         panel=panel, adaptor=mode))
