@@ -1,4 +1,4 @@
-"""Attribution (attribution.tsv): is a passing manifold owed to attention, or would raw panel expression pass as well?
+"""Attribution (attribution.tsv): is a passing manifold owed to attention, or would raw panel expression pass too?
 
 The extracted features (pooled drift) and each comparator (raw expression, its PCA) run through the same feature-map,
 adaptor and gate functions; here, per panel, adaptor and gate, the difference extracted − comparator, oriented so that
@@ -86,7 +86,7 @@ def attribution_rows(
             diffs = np.array([sign * (a.get(metric, np.nan) - b.get(metric, np.nan))
                               for a, b in zip(replicates.get(extracted, []), replicates.get(name, []))], dtype=float)
             diffs = diffs[np.isfinite(diffs)]
-            low, high = (np.quantile(diffs, [tail, 1 - tail]) if diffs.size >= 2 else (np.nan, np.nan))
+            low, high = np.quantile(diffs, [tail, 1 - tail]) if diffs.size >= 2 else (np.nan, np.nan)
             rows.append({"panel": panel, "adaptor": adaptor, "gate": metric, "comparator": label, "extracted": ext,
                          "comparator_value": comp, "difference": sign * (ext - comp) + 0.0, "ci_low": float(low),
                          "ci_high": float(high), "verdict": verdict(float(low), float(high))})
@@ -96,19 +96,23 @@ def attribution_rows(
 def attention_sentence(table: pd.DataFrame, *, panel: str = "external", comparator: str = "raw_expression") -> str:
     """One sentence: does attention add to raw expression on `panel` (every gate of every adaptor counted)?"""
     sub = table[(table["panel"] == panel) & (table["comparator"] == comparator)]
+    what = comparator.replace("_", " ")
     if sub.empty:
-        return f"Attribution: no {panel}-panel comparison with {comparator.replace('_', ' ')} in this run."
-    credited = sub[sub["verdict"] == CREDITED]
-    ahead = sub[sub["verdict"] == AHEAD]
+        return f"Attribution: no {panel}-panel comparison with {what} in this run."
+    credited, ahead = sub[sub["verdict"] == CREDITED], sub[sub["verdict"] == AHEAD]
+    n = len(sub)
     name = lambda rows: ", ".join(f"{g} ({a})" for g, a in zip(rows["gate"], rows["adaptor"]))
     if len(credited) and not len(ahead):
-        head = f"attention adds to raw expression on the {panel} panel on {len(credited)} of {len(sub)} gate comparisons"
+        head = f"attention adds to {what} on the {panel} panel on {len(credited)} of {n} comparisons"
     elif len(ahead) and not len(credited):
-        head = f"attention does not add to raw expression on the {panel} panel: raw expression is ahead on {len(ahead)} of {len(sub)} gate comparisons"
+        head = (f"attention does not add to {what} on the {panel} panel: {what} is ahead on {len(ahead)} of {n} "
+                "comparisons")
     elif len(credited):
-        head = f"attention's contribution on the {panel} panel is mixed: credited on {len(credited)}, raw expression ahead on {len(ahead)} of {len(sub)} gate comparisons"
+        head = (f"attention's contribution on the {panel} panel is mixed: credited on {len(credited)}, {what} ahead "
+                f"on {len(ahead)} of {n} comparisons")
     else:
-        head = f"attention is not shown to add to raw expression on the {panel} panel: no gate difference is resolved ({len(sub)} comparisons)"
+        head = f"attention is not shown to add to {what} on the {panel} panel: no difference is resolved ({n} comparisons)"
     details = "; ".join(part for part in (f"credited: {name(credited)}" if len(credited) else "",
-                                         f"raw expression ahead: {name(ahead)}" if len(ahead) else "") if part)
-    return f"Attribution: {head} (donor-clustered bootstrap 95 % CI of extracted − comparator{'; ' + details if details else ''})."
+                                         f"{what} ahead: {name(ahead)}" if len(ahead) else "") if part)
+    return (f"Attribution: {head} (donor-clustered bootstrap 95 % CI of extracted − comparator"
+            f"{'; ' + details if details else ''}).")

@@ -97,6 +97,12 @@ def attribute(panel, mode, meta_panel, features, score, observed):
         panel=panel, adaptor=mode))
 
 
+def latent_rows(panel, meta_panel, Z):
+    """Rows of anchor_latent.tsv: a panel's anchor meta beside its latent coordinates z0, z1, ..."""
+    return pd.concat([meta_panel.assign(panel=panel), pd.DataFrame(Z, columns=[f"z{i}" for i in range(Z.shape[1])])],
+                     axis=1)
+
+
 F_ref = {name: m.transform(P_ref) for name, m in maps.items()}
 F_ext = {name: m.transform(P_ext) for name, m in maps.items()}
 immune = panel_anchors(snakemake.input.immune[0]) if snakemake.input.immune else None
@@ -125,12 +131,9 @@ for mode in MODES:
         add(observed[name], panel, mode)
     attribute("external", mode, M_ext, {k: F_ext[k] for k in observed},
               lambda name, F, m: validation.frozen_gate_values(F, m, ruler, adaptor=A[name], seed=seed), observed)
-    if mode == "anchor":
-        latent.append(pd.concat([
-            pd.concat([m.assign(panel=name), pd.DataFrame(A["pooled_drift"].transform(F), columns=[f"z{i}" for i in range(acfg["d_latent"])])],
-                      axis=1)
-            for name, m, F in (("internal", M_ref, F_ref["pooled_drift"]), ("external", M_ext, F_ext["pooled_drift"]))],
-            ignore_index=True))
+    if mode == "anchor":  # the anchor-trained latent of the figures
+        for name, m, F in (("internal", M_ref, F_ref["pooled_drift"]), ("external", M_ext, F_ext["pooled_drift"])):
+            latent.append(latent_rows(name, m, A["pooled_drift"].transform(F)))
 
     if immune:  # zero-shot: the frozen head (and the comparators) on an independent panel
         P_imm, M_imm, coverage = immune
@@ -145,9 +148,7 @@ for mode in MODES:
         attribute("immune", mode, M_imm, {k: F_imm[k] for k in observed},
                   lambda name, F, m: validation.zero_shot_gate_values(F, m, A[name].transform(F), ruler), observed)
         if mode == "anchor":
-            Z_imm = A["pooled_drift"].transform(F_imm["pooled_drift"])
-            latent.append(pd.concat([M_imm.assign(panel="immune"),
-                                     pd.DataFrame(Z_imm, columns=[f"z{i}" for i in range(Z_imm.shape[1])])], axis=1))
+            latent.append(latent_rows("immune", M_imm, A["pooled_drift"].transform(F_imm["pooled_drift"])))
 
     # Controls whose verdict must fail, each through the external protocol.
     # Null branch: same cells and operators, the ruler relabelled by a seeded permutation of the stage graph.
