@@ -13,6 +13,7 @@ import pandas as pd
 
 from fmextract import attribution, communication, data, logs, stages, validation
 from fmextract.adaptor import Adaptor, cell_adaptor_kwargs, cell_training_set, fit_adaptor
+from fmextract.errors import InputError
 from fmextract.features import FeatureMap
 from fmextract.io import write_tsv
 
@@ -37,6 +38,10 @@ maps = {name: FeatureMap.load(path) for name, path in (
     ("pooled_drift", snakemake.input.feature_map), ("raw_expression", snakemake.input.raw_map),
     ("raw_pca", snakemake.input.raw_pca_map), ("untrained", snakemake.input.untrained_map),
     ("planted", snakemake.input.planted_map))}
+for name, m in maps.items():  # every map reads the same genes in the same order (the anchors are aligned to them)
+    if m.genes != fmap.genes:
+        raise InputError(f"{snakemake.input.feature_map}: the {name} map's genes differ from pooled drift's; rebuild "
+                         "results/operators/ from one gene panel")
 frozen = {mode: {name: Adaptor.load(getattr(snakemake.input, f"{name}_{mode}")) for name in maps} for mode in MODES}
 common = dict(alpha=acfg["alpha"], beta=acfg["beta"], lr=acfg["lr"], batch_size=acfg["batch_size"], seed=seed)
 holdout_kw = dict(d_latent=acfg["d_latent"], epochs=cfg["epochs"], **common)  # holdout refits of the internal panel
