@@ -1,6 +1,7 @@
 # The compaction chain (pooled drift -> best head -> rank-r surrogates -> hard-sparse; every rung with its own
 # cell-trained adaptor and per-split readouts) and the factor ablation of the rank-r surrogate (leave-one-out, then
-# core sufficiency and every subset of the core, with probes fixed; leave-one-out of the hard-sparse surrogate).
+# core sufficiency and every subset of the core, with probes fixed, the core chosen per split on its training donors;
+# leave-one-out of the hard-sparse surrogate).
 
 
 rule compression_split:
