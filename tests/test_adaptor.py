@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from fmextract.adaptor import Adaptor, balanced_sample, cell_adaptor_kwargs, fit_adaptor, principal_axes
+from fmextract.adaptor import (
+    Adaptor, balanced_sample, cell_adaptor_kwargs, fit_adaptor, principal_axes, ruler_diameter,
+)
 
 STAGES = ["a", "b", "c", "d", "e"]
 #: a path graph a-b-c-d-e
@@ -118,3 +120,16 @@ def test_balanced_sample_skips_cells_without_a_stage():
     labels = pd.Series(["x"] * 5 + [np.nan] * 5 + ["y"] * 3)
     pos = balanced_sample(labels, per_label=4, seed=0)
     assert labels.iloc[pos].notna().all() and len(pos) == 7
+
+
+def test_ruler_scale_is_the_graph_diameter_whatever_stages_a_fold_holds():
+    """Distances are divided by the whole graph's diameter (4 on the path a-e), not by the largest distance among the
+    stages present: a fold holding a-c only trains on the same scale as the full fit."""
+    assert ruler_diameter(RULER) == 4.0
+    assert ruler_diameter(pd.DataFrame([[0, np.inf], [np.inf, 0]])) == 1.0  # disconnected: finite part, at least 1
+    F, labels = toy()
+    keep = np.isin(labels, ["a", "b", "c"])
+    subset = fit(F[keep], labels[keep], epochs=5)
+    small = RULER.loc[["a", "b", "c"], ["a", "b", "c"]]  # a ruler of the fold's stages only: diameter 2, another scale
+    assert not np.allclose(subset.W, fit_adaptor(F[keep], labels[keep], small, d_latent=3, alpha=0.1, beta=1 / np.pi,
+                                                 epochs=5, lr=0.02, batch_size=64, seed=0).W)

@@ -69,3 +69,30 @@ def test_new_panel_names_win_over_old():
     row = table[table["result"] == "internal gates d=10: trustworthiness"].iloc[0]
     assert row["ours"] == 0.77 and "internal" in row["note"]
     assert "external_trustworthiness" not in skipped and "mismatched_rho_branch" not in skipped
+
+
+def test_both_adaptors_attribution_and_the_papers_chain():
+    """Anchor-trained rows are the headline, the cell-trained head has its own; attribution rows carry the verdict;
+    compaction losses are those against the paper's previous rung."""
+    t = tables()
+    t["validation"] = pd.concat([validation("internal").assign(adaptor="anchor"),
+                                 validation("internal").assign(adaptor="cell", value=0.55),
+                                 validation("immune").assign(adaptor="anchor"),
+                                 pd.DataFrame([{"metric": "residualised_spearman", "panel": "immune", "adaptor": "anchor",
+                                                "value": 0.47, "threshold": np.nan, "passed": None}])])
+    t["attribution"] = pd.DataFrame([{"panel": "external", "adaptor": "anchor", "gate": "spearman_donor_holdout",
+                                      "comparator": "raw_expression", "extracted": 0.5, "comparator_value": 0.6,
+                                      "difference": -0.1, "ci_low": -0.2, "ci_high": -0.05, "verdict": "comparator ahead"}])
+    t["compression"] = pd.DataFrame([
+        {"rung": 0, "variant": "pooled_drift", "paper_previous": None, "losses_vs_paper_previous": np.nan},
+        {"rung": 4, "variant": "top1_rank16", "paper_previous": None, "losses_vs_paper_previous": np.nan},
+        {"rung": 5, "variant": "top1_sparse", "paper_previous": "top1_rank32", "losses_vs_paper_previous": 3.0},
+    ]).assign(n_loss_endpoints=8, losses_vs_pooled=5.0, noninferiority_margin=0.02, noninferior_endpoints=1.0)
+    table, _ = compare(FIGURES, t)
+    ours = table.set_index("result")["ours"]
+    assert ours["internal gates d=10: trustworthiness"] == 0.9 and ours["cell-trained head: trustworthiness"] == 0.55
+    assert ours["zero-shot multi-donor: residualised rho"] == 0.47
+    row = table[table["result"].str.startswith("attribution, external panel: donor-holdout")].iloc[0]
+    assert row["ours"] == -0.1 and "comparator ahead" in row["note"]
+    sparse = table[table["result"].str.startswith("compaction losses: hard-sparse")].iloc[0]
+    assert sparse["ours"] == 3 and "top1_rank32" in sparse["note"]

@@ -243,6 +243,17 @@ def test_harmonise_maps_by_ontology_id_and_filters_assays(counts_panel, root):
         data.harmonise(counts_panel, table, source="p", keep_assays=["10x *"], **KEYS)
 
 
+def test_keep_tissues_cuts_a_one_tissue_panel(counts_panel, stage_table):
+    """keep_tissues keeps the named tissues (the paper's lung panel cut from the whole atlas); a name no cell has stops
+    with one line listing the tissues found."""
+    tissues = counts_panel.obs["tissue"].astype(str)
+    first = sorted(tissues.unique())[0]
+    panel, _ = data.harmonise(counts_panel, stage_table, source="p", keep_tissues=[first], **KEYS)
+    assert panel.n_obs == int((tissues == first).sum()) and (panel.obs["tissue"] == first).all()
+    with pytest.raises(InputError, match=r"no cell has a tissue in panels.<panel>.keep_tissues=\['moon'\]"):
+        data.harmonise(counts_panel, stage_table, source="p", keep_tissues=["moon"], **KEYS)
+
+
 def test_no_mapped_label_is_one_line_with_the_count(counts_panel, stage_table):
     counts_panel.obs["cell_type"] = "epithelial cell"
     with pytest.raises(InputError, match=r"none of the 120 cells has a label in the stage table \(1 distinct labels in "

@@ -57,9 +57,9 @@ def test_leave_one_out_measures_each_factor():
 def test_core_subsets_cover_every_non_empty_subset():
     subsets = core_subsets([7, 3, 9, 1])
     assert len(subsets) == 15 and subsets[-1] == (1, 3, 7, 9) and len(set(subsets)) == 15
-    t = subset_scores(additive_map([0.5, 0.1, 0.3, 0.05]), additive_score, [0, 2])
-    assert t["factors"].tolist() == ["0", "2", "0+2"]
-    np.testing.assert_allclose(t["value"], [0.5, 0.3, 0.8], rtol=1e-6)
+    t = subset_scores(additive_map([0.5, 0.1, 0.3, 0.05]), additive_score, [2, 0])  # ranked: factor 2 first
+    assert t["factors"].tolist() == ["2", "0", "2+0"] and t["core_ranks"].tolist() == ["1", "2", "1+2"]
+    np.testing.assert_allclose(t["value"], [0.3, 0.5, 0.8], rtol=1e-6)
     with pytest.raises(ValueError, match="not factors"):
         subset_scores(additive_map([0.5, 0.1]), additive_score, [5])
 
@@ -78,9 +78,45 @@ def test_ablation_table_core_sufficiency_and_sparse_share():
     np.testing.assert_allclose(loo_rows.loc["0", "share"], 0.5, rtol=1e-6)
     assert loo_rows.loc["0", "rank"] == 1 and bool(loo_rows.loc["2", "core"]) and not bool(loo_rows.loc["1", "core"])
     suff = t[t["analysis"] == "core_sufficiency"].iloc[0]
-    assert suff["factors"] == "0+2" and np.isclose(suff["value"], 0.8) and np.isclose(suff["full"], 1.0)
+    assert suff["factors"] == "top1+top2" and np.isclose(suff["value"], 0.8) and np.isclose(suff["full"], 1.0)
     assert (t["analysis"] == "core_subset").sum() == 2  # with core sufficiency: all 2^2 - 1 subsets
     share = t[t["analysis"] == "core_share"].set_index("surrogate")
     np.testing.assert_allclose(share.loc["r5", "value"], 0.8, rtol=1e-6)  # (0.5 + 0.3) / 1.0
     np.testing.assert_allclose(share.loc["sp", "value"], 0.5 / 0.65, rtol=1e-6)  # only factor 0 of the core kept
     assert share.loc["sp", "n_factors"] == 1
+
+
+def test_factor_core_is_chosen_on_training_donors_only():
+    """The split's core comes from leave-one-out impact on its training cells: other test donors, same core; the
+    subsets are scored on the test donors (their values move with them)."""
+    import anndata as ad
+
+    from fmextract.interpret import split_core_subsets
+
+    rng = np.random.default_rng(0)
+    n_genes, rank = 12, 5
+    left = rng.normal(size=(n_genes, rank)).astype(np.float32)
+    fmap = FeatureMap(genes=[f"g{i}" for i in range(n_genes)], kind="low_rank", left=left,
+                      right=rng.normal(size=(rank, 4)).astype(np.float32))
+
+    class Identity:
+        def transform(self, F):
+            return np.asarray(F, dtype=np.float32)
+
+    def cells(n, donors, seed):
+        r = np.random.default_rng(seed)
+        stage = r.choice(["a", "b", "c"], n)
+        shift = {"a": 0.0, "b": 1.5, "c": 3.0}
+        X = r.normal(size=(n, n_genes)) + np.array([shift[s] for s in stage])[:, None] * (np.arange(n_genes) % 3 == 0)
+        obs = pd.DataFrame({"donor": r.choice(donors, n), "stage": stage, "branch": np.where(stage == "c", "y", "x"),
+                            "depth": [{"a": 0, "b": 1, "c": 2}[s] for s in stage]}, index=[f"{seed}_{i}" for i in range(n)])
+        return ad.AnnData(X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=fmap.genes))
+
+    train = cells(300, ["d0", "d1", "d2"], 1)
+    kw = dict(endpoints=["stage_balanced_accuracy"], n_core=2, subtypes={}, seed=0)
+    tests = [cells(80, ["t0"], 2), cells(80, ["t1"], 3)]
+    core_a, sub_a = split_core_subsets(fmap, Identity(), train, tests[0], tests[0].obs, **kw)
+    core_b, sub_b = split_core_subsets(fmap, Identity(), train, tests[1], tests[1].obs, **kw)
+    assert core_a == core_b and len(core_a) == 2
+    assert sub_a["factors"].iloc[-1] == "+".join(map(str, core_a))
+    assert not np.allclose(sub_a["value"].to_numpy(float), sub_b["value"].to_numpy(float), equal_nan=True)

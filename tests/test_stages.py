@@ -293,3 +293,16 @@ def test_bad_label_table(tmp_path, text, pattern):
     with pytest.raises(InputError, match=pattern) as err:
         load_label_table(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lineage_table_of_the_mismatched_compartment(root):
+    """The non-hematopoietic lineage table loads with its own branches, its graph is connected, diameter 6."""
+    from fmextract.stages import COMPARTMENT_BRANCHES, load_label_table, load_stage_graph, load_stage_table, ruler_distances
+
+    table = load_stage_table(root / "resources" / "nonhematopoietic_stages.tsv")
+    assert set(table["branch"]) == set(COMPARTMENT_BRANCHES)
+    ids = sorted(table["stage"].unique())
+    edges = load_stage_graph(root / "resources" / "nonhematopoietic_graph.tsv", ids)
+    assert ruler_distances(ids, edges).max() == 6
+    labels = load_label_table(root / "resources" / "nonhematopoietic_stages.tsv")
+    assert {"type II pneumocyte", "capillary endothelial cell", "fibroblast", "epithelial cell"} <= set(labels["label"])

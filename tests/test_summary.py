@@ -66,3 +66,15 @@ def test_render_has_every_section():
         assert heading in text
     assert "| adaptor_raw | 0.050 (q 0.010) |" in text  # reference minus the control, with its q
     assert "losses vs pooled (of 1)" in text and "4,000" in text and "60.0%" in text
+
+
+def test_attribution_section_says_in_one_sentence_whether_attention_adds():
+    from fmextract.summary import attribution_section
+
+    rows = pd.DataFrame([{"panel": "external", "adaptor": a, "gate": "spearman_donor_holdout",
+                          "comparator": "raw_expression", "extracted": 0.5, "comparator_value": 0.6, "difference": -0.1,
+                          "ci_low": -0.2, "ci_high": -0.05, "verdict": "comparator ahead"} for a in ("anchor", "cell")])
+    text = "\n".join(attribution_section(rows))
+    assert "attention does not add to raw expression on the external panel" in text
+    assert "raw expression ahead: spearman_donor_holdout (anchor), spearman_donor_holdout (cell)" in text
+    assert attribution_section(None) == []

@@ -146,6 +146,22 @@ def test_gate_separation_table():
     assert sep.loc["all_gates", "positive_passed"]
 
 
+def test_gate_separation_per_adaptor_and_comparators_count_nowhere():
+    """A comparator passing every gate is neither a real panel nor a control; each adaptor gets its own rows."""
+    from fmextract.validation import gate_separation, gate_table, panel_role
+
+    good = {"trustworthiness": 0.99, "spearman_donor_holdout": 0.5, "blocked_permutation_p": 0.001}
+    control = {"trustworthiness": 0.98, "spearman_donor_holdout": 0.05, "blocked_permutation_p": 0.4}
+    t = pd.concat([gate_table(v, p, GATES).assign(adaptor=a) for a in ("anchor", "cell")
+                   for p, v in (("external", good), ("control_shuffled_genes", control),
+                                ("comparator_raw_expression", good))], ignore_index=True)
+    sep = gate_separation(t)
+    assert list(sep.columns[:2]) == ["adaptor", "metric"] and set(sep["adaptor"]) == {"anchor", "cell"}
+    row = sep[(sep["adaptor"] == "cell") & (sep["metric"] == "all_gates")].iloc[0]
+    assert row["real_passed"] == "1/1" and row["controls_failed"] == "1/1" and row["comparator_raw_expression"] == 1.0
+    assert panel_role("comparator_raw_pca_immune") == "comparator"
+
+
 def test_ruler_trustworthiness_separates_ruler_order_from_shuffled_labels():
     from fmextract.validation import ruler_trustworthiness
 

@@ -222,7 +222,8 @@ def test_config_typo_fails_fast(tmp_path):
 
 PANELS = {"internal", "external", "immune", "communication", "communication_control_shuffled_genes",
           "control_null_branch", "control_mismatched_compartment", "control_shuffled_genes", "control_untrained_model",
-          "control_permuted_operator", "planted_model"}
+          "control_permuted_operator", "planted_model", "comparator_raw_expression", "comparator_raw_pca",
+          "comparator_raw_expression_immune", "comparator_raw_pca_immune"}
 
 
 def test_operator_definitions_and_head_screen_tables(run):
@@ -245,17 +246,26 @@ def test_operator_definitions_and_head_screen_tables(run):
 
 def test_validation_compression_and_factor_tables(run):
     v = table(run, "manifold_validation.tsv")
-    assert list(v.columns) == ["metric", "panel", "value", "threshold", "passed"]
-    assert set(v["panel"]) == PANELS
+    assert list(v.columns) == ["metric", "panel", "adaptor", "value", "threshold", "passed"]
+    assert set(v["panel"]) == PANELS and set(v["adaptor"]) == {"anchor", "cell"}
     gated = v.dropna(subset=["threshold"])
     assert {"trustworthiness", "blocked_permutation_p"} <= set(gated["metric"])
     ruler_trust = v[v["metric"] == "trustworthiness_ruler"]  # reported for every panel, not gated
     assert set(ruler_trust["panel"]) == PANELS and ruler_trust["threshold"].isna().all()
-    verdicts = v[v["metric"] == "all_gates"].set_index("panel")["passed"]
-    assert len(verdicts) == len(PANELS)
+    verdicts = v[v["metric"] == "all_gates"].set_index(["panel", "adaptor"])["passed"]
+    assert len(verdicts) == 2 * len(PANELS)
+    assert verdicts[("planted_model", "anchor")] and verdicts[("planted_model", "cell")]  # the positive control passes
+    assert np.isfinite(v.loc[(v["panel"] == "immune") & (v["metric"] == "residualised_spearman"), "value"]).all()
     sep = table(run, "gate_separation.tsv")
-    assert {"metric", "threshold", "external", "control_null_branch", "separates"} <= set(sep.columns)
+    assert {"adaptor", "metric", "threshold", "external", "control_null_branch", "separates"} <= set(sep.columns)
     assert "all_gates" in set(sep["metric"])
+    a = table(run, "attribution.tsv")
+    assert list(a.columns) == ["panel", "adaptor", "gate", "comparator", "extracted", "comparator_value", "difference",
+                               "ci_low", "ci_high", "verdict"]
+    assert set(a["panel"]) == {"external", "immune"} and set(a["comparator"]) == {"raw_expression", "raw_pca"}
+    assert set(a["verdict"]) <= {"credited to attention", "comparator ahead", "not resolved"}
+    boot = a[a["gate"] != "blocked_permutation_p"]
+    assert (boot["ci_low"] <= boot["ci_high"]).all()
     programs = table(run, "planted_factor_programs.tsv")
     assert {"factor", "program", "q_value"} <= set(programs.columns) and len(programs) > 0
     c = table(run, "compression.tsv")
@@ -264,7 +274,11 @@ def test_validation_compression_and_factor_tables(run):
     rungs = c.drop_duplicates("variant").set_index("variant")
     assert list(rungs.index) == ["pooled_drift", "top1", "top1_rank8", "top1_rank4", "top1_sparse"]
     assert rungs.loc["top1_sparse", "float32_bytes"] == 4 * 4 * (10 + 10)  # 4 factors x (10 read + 10 write genes)
-    assert (rungs["n_loss_endpoints"] == 8).all() and rungs["losses_vs_pooled"].iloc[1:].between(0, 8).all()
+    paper = yaml.safe_load((run / "config" / "tiny.yaml").read_text())["endpoints"]["paper"]
+    n_paper = len(set(paper) & set(table(run, "metrics.tsv")["endpoint"]))  # the paper's endpoints this run computes
+    assert (rungs["n_loss_endpoints"] == n_paper).all() and rungs["losses_vs_pooled"].iloc[1:].between(0, n_paper).all()
+    # the paper's chain on the tiny ranks (4, 8: neither 64 nor 32): pooled -> top1 -> sparse
+    assert rungs["paper_previous"].fillna("").tolist()[1:] == ["pooled_drift", "", "", "top1"]
     f = table(run, "factor_ablation.tsv")
     assert {"leave_one_out", "sparse_leave_one_out", "core_share", "core_sufficiency", "core_subset"} == set(f["analysis"])
     subsets = f[f["analysis"].isin(["core_sufficiency", "core_subset"])]
@@ -275,6 +289,7 @@ def test_validation_compression_and_factor_tables(run):
     assert np.isfinite(comparison["ours"]).all()
     summary_md = (run / "results" / "summary.md").read_text()
     assert "## Compaction chain" in summary_md and "adaptor_raw" in summary_md and "unsupervised" in summary_md
+    assert "Attribution: " in summary_md and "on the external panel" in summary_md
     assert {"method", "split", "seconds"} <= set(table(run, "runtime.tsv").columns)
     assert "mlp_probe" in set(table(run, "parameters.tsv")["method"])
 

@@ -100,7 +100,8 @@ def fit_adaptor(
 ) -> Adaptor:
     """Train the adaptor on feature rows F (anchors or cells) labelled with `stages`.
 
-    `ruler` is a square DataFrame of stage-to-stage hop counts (index = columns = stage ids). Term weights:
+    `ruler` is a square DataFrame of stage-to-stage hop counts (index = columns = stage ids) over the whole stage
+    graph: distances are divided by its diameter (`ruler_diameter`), whichever stages F holds. Term weights:
     `ruler_weight` (stage ruler), `local` (neighbourhood preservation over `local_k` batch neighbours), `alpha`
     (reconstruction), `gamma` (stage classification); see the module docstring. Deterministic given seed.
     Initialised at the top-`d_latent` principal axes of the scaled features.
@@ -120,8 +121,7 @@ def fit_adaptor(
 
     stage_ids = sorted(set(stages))
     codes = np.searchsorted(stage_ids, stages)
-    R = ruler.loc[stage_ids, stage_ids].to_numpy(dtype=np.float64)
-    R = R / max(R.max(), 1.0)
+    R = ruler.loc[stage_ids, stage_ids].to_numpy(dtype=np.float64) / ruler_diameter(ruler)
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -175,6 +175,16 @@ def fit_adaptor(
     return Adaptor(W=W.detach().numpy().astype(np.float32), b=b, scale=scale, history=history)
 
 
+def ruler_diameter(ruler: pd.DataFrame) -> float:
+    """The stage graph's diameter: the largest finite hop distance of the whole ruler (>= 1).
+
+    The adaptor divides ruler distances by it, so the scale is fixed by the graph, never by the stages a fold holds.
+    """
+    R = ruler.to_numpy(dtype=np.float64)
+    finite = R[np.isfinite(R)]
+    return float(max(finite.max(), 1.0)) if finite.size else 1.0
+
+
 def cell_adaptor_kwargs(cfg: dict) -> dict:
     """`fit_adaptor` arguments of the cell-trained recipe from config `adaptor` (its `cell_*` keys)."""
     w = cfg["cell_weights"]
@@ -196,3 +206,22 @@ def balanced_sample(labels: pd.Series, *, per_label: int, seed: int) -> np.ndarr
         picks.append(rng.choice(index, size=min(per_label, len(index)), replace=False))
     return np.sort(np.concatenate(picks)) if picks else np.array([], dtype=int)
 
+
+
+def cell_training_set(cells, *, per_stage: int, seed: int, source: str):
+    """The cell-trained recipe's training rows: stage-balanced reference cells (<= `per_stage` per stage, seeded),
+    cells without a fine stage left out. Returns (their AnnData rows, meta donor/tissue/stage/branch/depth + cell id).
+
+    The adaptor rule and manifold validation's cell-recipe refits both draw their cells here, so every cell-trained
+    adaptor of the same panel sees the same cells.
+    """
+    from fmextract.errors import InputError
+
+    staged = cells[cells.obs["stage"].notna().to_numpy()]
+    if staged.obs["stage"].nunique() < 2:
+        raise InputError(f"{source}: the reference donors have {staged.n_obs} cells with a fine stage, over "
+                         f"{staged.obs['stage'].nunique()} stage(s); the cell-trained adaptor needs 2 stages: reserve "
+                         "other reference donors (panel.n_reference_donors) or check the stage table")
+    pos = balanced_sample(staged.obs["stage"], per_label=per_stage, seed=seed)
+    rows = staged[pos]
+    return rows, rows.obs[["donor", "tissue", "stage", "branch", "depth"]].reset_index()

@@ -32,11 +32,15 @@ PANELS = {
 }
 
 
-def _validation(tables: Tables, panel: str, metrics: list[str], note: str = "") -> Answer:
-    """A manifold_validation.tsv value: the first of `metrics` found on the first present name of `panel`."""
+def _validation(tables: Tables, panel: str, metrics: list[str], note: str = "", adaptor: str = "anchor") -> Answer:
+    """A manifold_validation.tsv value: the first of `metrics` found on the first present name of `panel`, under the
+    `adaptor`-trained adaptor (tables without an adaptor column: the anchor-trained one)."""
     v = tables.get("validation")
     if v is None:
         return None
+    if "adaptor" in v:
+        v = v[v["adaptor"] == adaptor]
+        note = f"{note} ({adaptor}-trained adaptor)"
     for name in PANELS[panel]:
         for metric in metrics:
             hit = v[(v["panel"] == name) & (v["metric"] == metric)]
@@ -129,18 +133,35 @@ def _screen(tables: Tables, rank: int, what: str) -> Answer:
 
 
 def _losses(tables: Tables, variant_suffix: str) -> Answer:
+    """Losses of a rung as the paper counts them: against the previous rung of the paper's chain (BH over its
+    endpoints), with our other bases in the note."""
     c = tables.get("compression")
-    if c is None or "losses_vs_pooled" not in c:
+    if c is None or "losses_vs_paper_previous" not in c:
         return None
     sub = c[c["variant"].astype(str).str.endswith(variant_suffix) | (c["variant"] == variant_suffix)]
-    sub = sub[sub["rung"] > 0]
+    sub = sub[(sub["rung"] > 0) & sub["losses_vs_paper_previous"].notna()]
     if sub.empty:
         return None
     row = sub.iloc[0]
-    return float(row["losses_vs_pooled"]), (
-        f"compression: {row['variant']} vs pooled drift, BH q < 0.05 and worse, of {int(row['n_loss_endpoints'])} "
-        f"endpoints; vs the previous rung ({row['previous']}): {int(row['losses_vs_previous'])}; non-inferior "
-        f"(margin {row['noninferiority_margin']:g}) on {int(row['noninferior_endpoints'])}")
+    return float(row["losses_vs_paper_previous"]), (
+        f"compression: {row['variant']} vs {row['paper_previous']} (the paper's previous rung), BH q < 0.05 and "
+        f"worse, of {int(row['n_loss_endpoints'])} endpoints; vs pooled drift: {int(row['losses_vs_pooled'])}; "
+        f"non-inferior to pooled (margin {row['noninferiority_margin']:g}) on {int(row['noninferior_endpoints'])}")
+
+
+def _attribution(tables: Tables, panel: str, gate: str, adaptor: str = "anchor",
+                 comparator: str = "raw_expression") -> Answer:
+    """Extracted minus a comparator on one gate (attribution.tsv), with its CI and verdict in the note."""
+    a = tables.get("attribution")
+    hit = None if a is None else a[(a["panel"] == panel) & (a["gate"] == gate) & (a["adaptor"] == adaptor)
+                                   & (a["comparator"] == comparator)]
+    if hit is None or hit.empty:
+        return None
+    row = hit.iloc[0]
+    return float(row["difference"]), (
+        f"attribution: {panel} / {gate}, pooled drift {row['extracted']:.3f} minus {comparator.replace('_', ' ')} "
+        f"{row['comparator_value']:.3f}, 95% CI [{row['ci_low']:.3f}, {row['ci_high']:.3f}] ({adaptor}-trained "
+        f"adaptors): {row['verdict']}")
 
 
 def _factor(tables: Tables, analysis: str, column: str, *, rank: int | None = None, endpoint: str | None = None,
@@ -190,9 +211,7 @@ RULES: dict[str, Callable[[Tables], Answer]] = {
     "mismatched_rho_donor": lambda t: _validation(t, "mismatched", ["spearman_donor_holdout"]),
     "mismatched_rho_branch": lambda t: _validation(t, "mismatched", ["spearman_branch_holdout"]),
     "zero_shot_rho": lambda t: _validation(t, "immune", ["spearman_zero_shot"]),
-    "zero_shot_rho_residualised": lambda t: _validation(t, "immune", ["spearman_zero_shot_residualised",
-                                                                     "residualised_spearman_zero_shot",
-                                                                     "residualised_spearman"]),
+    "zero_shot_rho_residualised": lambda t: _validation(t, "immune", ["residualised_spearman"]),
     "zero_shot_trustworthiness": lambda t: _validation(t, "immune", ["trustworthiness"]),
     "zero_shot_p": lambda t: _validation(t, "immune", ["blocked_permutation_p"]),
     "dimension_d3": lambda t: _validation(t, "internal", ["spearman_donor_holdout_d3"], DIFFERENT),
@@ -200,6 +219,16 @@ RULES: dict[str, Callable[[Tables], Answer]] = {
     "dimension_d10": lambda t: _validation(t, "internal", ["spearman_donor_holdout_d10"], DIFFERENT),
     "anchor_head_trustworthiness": lambda t: _validation(t, "internal", ["trustworthiness"],
                                                          " (the anchor-trained adaptor of the internal panel)"),
+    "cell_head_trustworthiness": lambda t: _validation(t, "internal", ["trustworthiness"],
+                                                       " (the cell-trained adaptor on the internal panel's anchors)",
+                                                       adaptor="cell"),
+    "external_cell_rho_donor": lambda t: _validation(t, "external", ["spearman_donor_holdout"], adaptor="cell"),
+    "attribution_external_trustworthiness": lambda t: _attribution(t, "external", "trustworthiness"),
+    "attribution_external_rho_donor": lambda t: _attribution(t, "external", "spearman_donor_holdout"),
+    "attribution_external_rho_branch": lambda t: _attribution(t, "external", "spearman_branch_holdout"),
+    "attribution_external_rho_residualised": lambda t: _attribution(t, "external", "residualised_spearman"),
+    "attribution_external_cell_rho_donor": lambda t: _attribution(t, "external", "spearman_donor_holdout", "cell"),
+    "attribution_immune_rho": lambda t: _attribution(t, "immune", "spearman_zero_shot"),
     "anchor_head_cd4_cd8": lambda t: _mean(t, "extracted_anchor", "cd4_cd8_auroc"),
     "anchor_head_mono_macro": lambda t: _mean(t, "extracted_anchor", "mono_macro_auroc"),
     "cell_head_cd4_cd8": lambda t: _mean(t, REFERENCE, "cd4_cd8_auroc"),

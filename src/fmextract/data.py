@@ -115,6 +115,24 @@ def _assay_filter(obs: pd.DataFrame, assay_key: str | None, keep_assays: Sequenc
     return np.isin(assay, sorted(kept))
 
 
+def _tissue_filter(obs: pd.DataFrame, tissue_key: str | None, keep_tissues: Sequence[str] | None, *, source: str,
+                   config: str) -> np.ndarray:
+    """Mask of cells whose tissue is one of `keep_tissues` (e.g. a lung panel cut from a whole atlas); all without one."""
+    if not keep_tissues:
+        return np.ones(len(obs), dtype=bool)
+    if tissue_key is None or tissue_key not in obs.columns:
+        raise InputError(f"{source}: {config}.keep_tissues is set but obs has no tissue column '{tissue_key}'; set "
+                         f"{config}.tissue_key to the tissue column")
+    keep = obs[tissue_key].astype(str).isin([str(t) for t in keep_tissues]).to_numpy()
+    if not keep.any():
+        found = ", ".join(sorted(obs[tissue_key].astype(str).unique())[:12])
+        raise InputError(f"{source}: no cell has a tissue in {config}.keep_tissues={list(keep_tissues)} (tissues found: "
+                         f"{found}); fix the names or set keep_tissues to null")
+    log.info("%s: %d of %d cells in tissues %s kept (%s.keep_tissues)", source, int(keep.sum()), len(obs),
+             list(keep_tissues), config)
+    return keep
+
+
 def _harmonised_obs(
     obs: pd.DataFrame,
     stage_table: pd.DataFrame,
@@ -126,14 +144,19 @@ def _harmonised_obs(
     ontology_key: str | None = None,
     assay_key: str | None = None,
     keep_assays: Sequence[str] | None = None,
+    keep_tissues: Sequence[str] | None = None,
     config: str = "panels.<panel>",
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, dict]:
     """Kept cells' obs with the harmonised columns, the keep mask, the unmapped-label counts and drop counts.
 
-    Cells are kept when their assay is kept and their label maps to a branch (by `ontology_key` id where the column
-    exists, else by name); coarse labels keep a branch with stage and depth missing.
+    Cells are kept when their assay is kept, their tissue is one of `keep_tissues` (all when None) and their label
+    maps to a branch (by `ontology_key` id where the column exists, else by name); coarse labels keep a branch with
+    stage and depth missing.
     """
     in_assay = _assay_filter(obs, assay_key, keep_assays, source=source, config=config)
+    in_tissue = _tissue_filter(obs, tissue_key, keep_tissues, source=source, config=config)
+    n_dropped_tissue = int((in_assay & ~in_tissue).sum())
+    in_assay = in_assay & in_tissue
     ids = None
     if ontology_key is not None and ontology_key in obs.columns:
         ids = obs[ontology_key].astype(str)
@@ -153,7 +176,8 @@ def _harmonised_obs(
         )
     keep = np.zeros(len(obs), dtype=bool)
     keep[np.flatnonzero(in_assay)[has_branch]] = True
-    drops = {"n_dropped_assay": int((~in_assay).sum()), "n_dropped_unmapped": int((~has_branch).sum()),
+    drops = {"n_dropped_assay": int((~in_assay).sum()) - n_dropped_tissue, "n_dropped_tissue": n_dropped_tissue,
+             "n_dropped_unmapped": int((~has_branch).sum()),
              "n_coarse": int((has_branch & mapped["stage"].isna().to_numpy()).sum())}
     if drops["n_dropped_unmapped"]:
         log.warning("%s: dropped %d of %d cells with labels absent from the stage table (listed with counts in the "
@@ -203,6 +227,7 @@ def harmonise(
     ontology_key: str | None = None,
     assay_key: str | None = None,
     keep_assays: Sequence[str] | None = None,
+    keep_tissues: Sequence[str] | None = None,
     chunk_size: int = CHUNK_ROWS,
     config: str = "panels.<panel>",
 ) -> tuple[ad.AnnData, pd.DataFrame]:
@@ -218,7 +243,7 @@ def harmonise(
     obs, keep, unmapped, _ = _harmonised_obs(adata.obs, stage_table, source=source, donor_key=donor_key,
                                              cell_type_key=cell_type_key, tissue_key=tissue_key,
                                              ontology_key=ontology_key, assay_key=assay_key, keep_assays=keep_assays,
-                                             config=config)
+                                             keep_tissues=keep_tissues, config=config)
     var, cols = _symbol_var(adata.var, gene_symbol_column, source=source)
     if is_on_disk(m):
         parts = [b[keep[s:e]] for s, e, b in counts_blocks(m, where=where, source=source, key=key, chunk_size=chunk_size)]
@@ -248,6 +273,7 @@ def prepare_panel(
     ontology_key: str | None = None,
     assay_key: str | None = None,
     keep_assays: Sequence[str] | None = None,
+    keep_tissues: Sequence[str] | None = None,
     target_sum: float = 1e4,
     chunk_size: int = CHUNK_ROWS,
     compression: str | None = "gzip",
@@ -266,7 +292,8 @@ def prepare_panel(
         validate_panel(raw, source=source, counts_layer=counts_layer, gene_symbol_column=gene_symbol_column,
                        min_donors=min_donors, check_counts=False, config=config, **keys)
         obs, keep, unmapped, drops = _harmonised_obs(raw.obs, stage_table, source=source, ontology_key=ontology_key,
-                                                     assay_key=assay_key, keep_assays=keep_assays, config=config, **keys)
+                                                     assay_key=assay_key, keep_assays=keep_assays,
+                                                     keep_tissues=keep_tissues, config=config, **keys)
         _check_donors_left(obs, min_donors, source=source, config=config)
         var, cols = _symbol_var(raw.var, gene_symbol_column, source=source)
         key = f"{config}.counts_layer"
@@ -371,6 +398,19 @@ def require_anchors(meta: pd.DataFrame, *, min_cells: int, source: str, what: st
         f"(largest donor x tissue x stage group: {largest} cells); at least 2 anchors of 2 stages are needed: lower "
         "anchors.min_cells or reserve more (or larger) reference donors (panel.n_reference_donors)"
     )
+
+
+def reference_cells(path: str | os.PathLike, reference_donors: Sequence[str], genes: Sequence[str]) -> ad.AnnData:
+    """Reference donors' cells of a prepared panel (log1p X only, read backed), columns in `genes` order: the cells
+    every part fitted once (operators, adaptors, comparators) is fitted on."""
+    with open_backed(path) as panel:
+        rows = panel.obs["donor"].astype(str).isin([str(d) for d in reference_donors]).to_numpy()
+        cols = panel.var_names.get_indexer(list(genes))
+        if (cols < 0).any():
+            raise InputError(f"{path}: {int((cols < 0).sum())} feature-map genes are absent; rebuild the feature map "
+                             "from this panel")
+        return ad.AnnData(X=read_rows(panel.X, rows, columns=cols), obs=panel.obs[rows].copy(),
+                          var=panel.var.iloc[cols].copy())
 
 
 def align_genes(adata: ad.AnnData, genes: Sequence[str]) -> tuple[sp.csr_matrix, float]:

@@ -132,6 +132,26 @@ def identity_map(genes: list[str]) -> FeatureMap:
     return FeatureMap(genes=list(genes), kind="identity", matrix=sp.identity(n, dtype=np.float32, format="csr"))
 
 
+def pca_map(X: Any, genes: list[str], n_comps: int, *, seed: int) -> FeatureMap:
+    """PCA of panel expression as a feature map (the comparator `raw_pca`): f = x V, V the top `n_comps` loadings.
+
+    sklearn's PCA fitted on the rows of X (log1p expression of reference donors' cells, `genes` order); the
+    centring is left to the adaptor, whose offset b is the training features' mean, so the map stays linear.
+    """
+    from sklearn.decomposition import PCA
+
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    k = int(min(n_comps, X.shape[0] - 1, X.shape[1]))
+    pca = PCA(n_components=k, random_state=seed).fit(np.asarray(X, dtype=np.float64))
+    return FeatureMap(genes=list(genes), kind="pca", matrix=pca.components_.T.astype(np.float32),
+                      meta={"n_comps": k, "explained_variance": float(pca.explained_variance_ratio_.sum())})
+
+
+def map_rank(fmap: FeatureMap) -> int:
+    """Numerical rank of a map's matrix: the width of the linear read it makes of expression (G x 2G pooled drift: <= G)."""
+    return int(np.linalg.matrix_rank(fmap.dense().astype(np.float64)))
+
+
 def pooled_drift_map(operators: np.ndarray, genes: list[str], *, n_blocks: int = 3) -> FeatureMap:
     """Pooled-drift map: heads averaged within early/mid/late layer blocks, f = [x A_e - x A_m ; x A_m - x A_l]."""
     blocks = layer_blocks(operators.shape[0], n_blocks)

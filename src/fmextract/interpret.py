@@ -75,19 +75,47 @@ def core_subsets(core: list[int]) -> list[tuple[int, ...]]:
 
 
 def subset_scores(fmap: FeatureMap, score: Callable[[FeatureMap], dict[str, float]], core: list[int]) -> pd.DataFrame:
-    """Only a subset of factors kept (probes fixed), for every non-empty subset of the core: rows (factors,
-    n_factors, endpoint, full, value); the subset holding the whole core is core sufficiency."""
+    """Only a subset of factors kept (probes fixed), for every non-empty subset of the core (`core` ranked, largest
+    impact first): rows (factors, core_ranks, n_factors, endpoint, full, value); `core_ranks` names the subset by the
+    factors' ranks in the core ("1+3"), so cores chosen per split aggregate; the whole core is core sufficiency."""
     full = score(fmap)
     position = {f: p for p, f in enumerate(factor_ids(fmap))}
     missing = sorted(set(core) - set(position))
     if missing:
         raise ValueError(f"core factors {missing} are not factors of this map")
     rows = []
-    for subset in core_subsets(core):
+    for ranks in core_subsets(list(range(1, len(core) + 1))):
+        subset = [core[r - 1] for r in ranks]
         kept = score(keep_factors(fmap, [position[f] for f in subset]))
-        rows += [{"factors": "+".join(map(str, subset)), "n_factors": len(subset), "endpoint": e, "full": v,
-                  "value": kept.get(e, np.nan)} for e, v in full.items()]
-    return pd.DataFrame(rows, columns=["factors", "n_factors", "endpoint", "full", "value"])
+        rows += [{"factors": "+".join(map(str, subset)), "core_ranks": "+".join(map(str, ranks)),
+                  "n_factors": len(subset), "endpoint": e, "full": v, "value": kept.get(e, np.nan)}
+                 for e, v in full.items()]
+    return pd.DataFrame(rows, columns=["factors", "core_ranks", "n_factors", "endpoint", "full", "value"])
+
+
+def fixed_probe_scorer(fmap: FeatureMap, adaptor, train, *, subtypes: dict, seed: int):
+    """score(m, cells, truth): endpoints of map m on `cells` through `adaptor` and readouts fitted ONCE, on the
+    training cells `train` under the full map, then held fixed (the ablations' fixed probes)."""
+    from fmextract.metrics import endpoint_metrics
+    from fmextract.readouts import fit_readouts
+
+    embed = lambda m, a: adaptor.transform(m.transform(a[:, m.genes].X))
+    readouts = fit_readouts(embed(fmap, train), train.obs, subtypes=subtypes, seed=seed)
+    return lambda m, cells, truth: endpoint_metrics(truth, readouts.predict(embed(m, cells)), subtypes=subtypes,
+                                                    donor_key="donor")
+
+
+def split_core_subsets(fmap: FeatureMap, adaptor, train, test, truth, *, endpoints: list[str], n_core: int,
+                       subtypes: dict, seed: int) -> tuple[list[int], pd.DataFrame]:
+    """The factor core chosen out of sample, and its subsets scored on the test donors: (core, subset rows).
+
+    The core is the `n_core` factors of largest leave-one-out impact measured on this split's TRAINING cells only
+    (fixed probes fitted on them; `choose` never sees `test`); core sufficiency and every subset of the core are then
+    scored on the test donors with the same probes.
+    """
+    score = fixed_probe_scorer(fmap, adaptor, train, subtypes=subtypes, seed=seed)
+    core = core_factors(leave_one_out(fmap, lambda m: score(m, train, train.obs)), endpoints, n_core)
+    return core, subset_scores(fmap, lambda m: score(m, test, truth), core)
 
 
 def factor_impact(loo: pd.DataFrame, endpoints: list[str]) -> pd.Series:
@@ -99,7 +127,8 @@ def factor_impact(loo: pd.DataFrame, endpoints: list[str]) -> pd.Series:
 
 
 def core_factors(loo: pd.DataFrame, endpoints: list[str], n: int) -> list[int]:
-    """The core: the n factors of largest impact (ties broken by factor id), from leave-one-out rows of all splits."""
+    """The core, ranked: the n factors of largest impact (ties broken by factor id), from leave-one-out rows (one
+    split's training cells for the out-of-sample core; all splits for the pooled, descriptive share)."""
     return [int(f) for f in impact_shares(factor_impact(loo, endpoints).sort_index())["factor"].head(n)]
 
 
@@ -109,10 +138,12 @@ def ablation_table(loo: pd.DataFrame, sparse_loo: pd.DataFrame, subsets: pd.Data
 
     analysis `leave_one_out` / `sparse_leave_one_out`: per factor and endpoint, full, value (factor removed) and
     drop, with the factor's impact (mean drop over `endpoints`), share and cumulative share of the positive impact,
-    rank, and whether it is in the core; `core_sufficiency` (only the core kept) and `core_subset` (the other
-    non-empty subsets of the core; with core_sufficiency all 2^n - 1) per endpoint; `core_share`: the share of
-    impact the core carries in the rank-r surrogate (its top-n cumulative share) and in the hard-sparse one (the
-    core factors it kept; n_factors says how many).
+    rank, and whether it is in the pooled core; `core_sufficiency` (only the core kept) and `core_subset` (the other
+    non-empty subsets of the core; with core_sufficiency all 2^n - 1) per endpoint, each split's core chosen on its
+    training donors (`split_core_subsets`) and scored on its test donors, subsets named by core rank ("top1+top3",
+    means over splits); `core_share` (descriptive, in sample): the share of impact the pooled top-n factors (from
+    every split's test-donor leave-one-out) carry in the rank-r surrogate and in the hard-sparse one (the pooled core
+    factors it kept; n_factors says how many).
     """
     core = core_factors(loo, endpoints, n_core)
     out = []
@@ -128,8 +159,10 @@ def ablation_table(loo: pd.DataFrame, sparse_loo: pd.DataFrame, subsets: pd.Data
         out.append(pd.DataFrame([{"analysis": "core_share", "surrogate": name, "factors": "+".join(map(str, core)),
                                   "n_factors": int(in_core.sum()), "endpoint": "impact", "value": share,
                                   "core": True, "n_splits": rows["split"].nunique()}]))
-    sub = subsets.groupby(["factors", "n_factors", "endpoint"], as_index=False).agg(
+    sub = subsets.groupby(["core_ranks", "n_factors", "endpoint"], as_index=False).agg(
         full=("full", "mean"), value=("value", "mean"), n_splits=("value", "count"))
+    sub["factors"] = sub["core_ranks"].map(lambda r: "+".join(f"top{k}" for k in r.split("+")))
+    sub = sub.drop(columns="core_ranks")
     sub["analysis"] = np.where(sub["n_factors"] == len(core), "core_sufficiency", "core_subset")
     out.append(sub.assign(surrogate=surrogate, core=True))
     table = pd.concat(out, ignore_index=True)

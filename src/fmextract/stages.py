@@ -22,6 +22,9 @@ BRANCHES = (
     "t_nk",
     "other_immune",
 )
+#: The branches of a non-hematopoietic lineage table (the mismatched-compartment control's own ruler): its lineages
+#: and `root`, the cell-less node joining them. A stage table uses one set or the other, never a mix.
+COMPARTMENT_BRANCHES = ("root", "epithelial", "endothelial", "stromal")
 
 STAGE_COLUMNS = ("label", "stage", "branch", "depth")
 #: Optional column of the stage table: the label's Cell Ontology term id (CELLxGENE `cell_type_ontology_term_id`).
@@ -81,11 +84,12 @@ def load_label_table(path: str | os.PathLike) -> pd.DataFrame:
     if len(half):
         raise InputError(f"{path}: label '{table['label'].iloc[half[0]]}' has a stage or a depth but not both; give a "
                          "fine label both, or leave both empty for a coarse label (branch only)")
-    bad = table.loc[~table["branch"].isin(BRANCHES), ["label", "branch"]]
+    allowed = COMPARTMENT_BRANCHES if table["branch"].isin(COMPARTMENT_BRANCHES).all() else BRANCHES
+    bad = table.loc[~table["branch"].isin(allowed), ["label", "branch"]]
     if len(bad):
         raise InputError(
             f"{path}: label '{bad['label'].iloc[0]}' has unknown branch '{bad['branch'].iloc[0]}'; "
-            f"use one of {', '.join(BRANCHES)}"
+            f"use one of {', '.join(BRANCHES)} (or, for a non-hematopoietic lineage table, {', '.join(COMPARTMENT_BRANCHES)})"
         )
     ids = table[ONTOLOGY_COLUMN]
     bad_id = ids[(ids != "") & ~ids.str.match(_ONTOLOGY_ID)]

@@ -85,14 +85,17 @@ def direct_controls(stats: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 
 def compaction_table(compression: pd.DataFrame) -> pd.DataFrame:
-    """One row per rung: sizes, losses of 8 vs previous and vs pooled, non-inferior endpoints."""
+    """One row per rung: sizes, losses of the paper's endpoints vs the paper's previous rung (the headline), vs our
+    previous rung and vs pooled, non-inferior endpoints."""
     per = compression.drop_duplicates("variant").sort_values("rung")
     n = per["n_loss_endpoints"].max()
     margin = per["noninferiority_margin"].iloc[0]
     cols = {"rung": "rung", "variant": "variant", "size_mb": "MB on disk", "float32_bytes": "float32 bytes",
+            "paper_previous": "paper's previous rung",
+            "losses_vs_paper_previous": f"losses vs paper's previous (of {fmt(n)})",
             "losses_vs_previous": f"losses vs previous (of {fmt(n)})", "losses_vs_pooled": f"losses vs pooled (of {fmt(n)})",
             "noninferior_endpoints": f"non-inferior vs pooled (margin {margin:g})"}
-    return per[list(cols)].rename(columns=cols)
+    return per[[c for c in cols if c in per]].rename(columns=cols)
 
 
 def factor_summary(ablation: pd.DataFrame) -> tuple[str, pd.DataFrame]:
@@ -128,9 +131,25 @@ def parameters_table(parameters: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdicts(validation: pd.DataFrame) -> pd.DataFrame:
-    """Each validation panel's verdict (the `all_gates` rows)."""
-    v = validation[validation["metric"] == "all_gates"][["panel", "value", "passed"]]
+    """Each validation panel's verdict (the `all_gates` rows), per adaptor where the table has both."""
+    cols = ["panel", *(["adaptor"] if "adaptor" in validation else []), "value", "passed"]
+    v = validation[validation["metric"] == "all_gates"][cols]
     return v.rename(columns={"value": "share of gates passed", "passed": "verdict passes"})
+
+
+def attribution_section(attribution: pd.DataFrame | None) -> list[str]:
+    """The attribution section: the one-sentence answer (does attention add to raw expression on the external
+    panel?) and the table of extracted − comparator per gate with its donor-clustered bootstrap CI."""
+    from fmextract.attribution import attention_sentence
+
+    if attribution is None:
+        return []
+    return ["## Attribution: attention vs raw expression through the same gates",
+            attention_sentence(attribution),
+            "Difference = pooled drift − comparator, oriented so that positive favours attention on every gate (for "
+            "the permutation p: comparator − extracted); 95 % CI from a donor-clustered bootstrap; the verdict reads "
+            "\"credited to attention\" only where the CI excludes zero in attention's favour.",
+            markdown_table(attribution)]
 
 
 def render(tables: dict[str, pd.DataFrame], *, reference: str, title: str) -> str:
@@ -167,6 +186,7 @@ def render(tables: dict[str, pd.DataFrame], *, reference: str, title: str) -> st
         markdown_table(parameters_table(tables["parameters"])),
         "## Manifold validation verdicts (every gate must pass)",
         markdown_table(verdicts(tables["validation"])),
+        *attribution_section(tables.get("attribution")),
         "## Paper vs this run (`paper_comparison.tsv`)",
         markdown_table(tables["paper_comparison"]),
     ]

@@ -120,28 +120,30 @@ def internal_metrics(
     ruler: pd.DataFrame,
     *,
     adaptor,
-    adaptor_kw: dict,
+    adaptor_kw: dict | None,
     n_permutations: int,
     dims: list[int],
     seed: int,
 ) -> dict[str, float]:
-    """Internal panel: the reference donors' anchors F the `adaptor` was fitted on.
+    """Internal panel: the reference donors' anchors F, of the donors the `adaptor` was fitted on.
 
     Trustworthiness and the blocked permutation p use the adaptor's in-sample latent (circular: labelled internal);
-    holdout Spearman refits an adaptor (`adaptor_kw`) without each fold and scores pairs with a held-out anchor
-    (random 5-fold, leave-one-donor-out, leave-one-branch-out); dimension sweep (donor holdout at each d); intrinsic
-    dimension of F (TwoNN, PCA 90%).
+    holdout Spearman refits an adaptor (`adaptor_kw`, the anchor recipe) without each fold and scores pairs with a
+    held-out anchor (random 5-fold, leave-one-donor-out, leave-one-branch-out), or, with `adaptor_kw` None (the
+    cell-trained adaptor, fitted on cells, not anchors), scores the same folds under the frozen adaptor (in-sample);
+    dimension sweep (donor holdout at each d; refits only); intrinsic dimension of F (TwoNN, PCA 90%).
     """
     Z = adaptor.transform(F)
     out: dict[str, float] = {"n_anchors": float(len(F)), "n_donors": float(meta["donor"].nunique()),
                              "trustworthiness": trustworthiness(F, Z),
                              "trustworthiness_ruler": ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed)}
     folds = holdout_folds(meta, seed=seed)
+    how = dict(adaptor=adaptor) if adaptor_kw is None else dict(adaptor_kw=adaptor_kw)
     for name, fl in folds.items():
-        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, adaptor_kw=adaptor_kw)["spearman"]
+        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, **how)["spearman"]
     _, out["blocked_permutation_p"], _ = blocked_permutation_test(Z, meta["stage"], _blocks(meta), ruler,
                                                                   n_permutations=n_permutations, seed=seed)
-    for d in dims:  # the configured width was scored above; no need to refit it
+    for d in dims if adaptor_kw is not None else []:  # the configured width was scored above; no need to refit it
         out[f"spearman_donor_holdout_d{d}"] = (
             out["spearman_donor_holdout"] if d == adaptor_kw["d_latent"] else
             holdout_scores(F, meta, ruler, folds["donor"], adaptor_kw={**adaptor_kw, "d_latent": d})["spearman"])
@@ -162,14 +164,27 @@ def external_metrics(
     """
     Z = adaptor.transform(F)
     out: dict[str, float] = {"n_anchors": float(len(F)), "n_donors": float(meta["donor"].nunique()),
-                             "trustworthiness": trustworthiness(F, Z),
+                             **frozen_gate_values(F, meta, ruler, adaptor=adaptor, seed=seed),
                              "trustworthiness_ruler": ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed)}
-    for name, fl in holdout_folds(meta, seed=seed).items():
-        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, adaptor=adaptor)["spearman"]
-    out["residualised_spearman"] = residualised_spearman(angular_distances(Z), ruler_pairs(meta["stage"], ruler),
-                                                         same_group_pairs(meta))
     _, out["blocked_permutation_p"], _ = blocked_permutation_test(Z, meta["stage"], _blocks(meta), ruler,
                                                                   n_permutations=n_permutations, seed=seed)
+    return out
+
+
+def frozen_gate_values(F: np.ndarray, meta: pd.DataFrame, ruler: pd.DataFrame, *, adaptor, seed: int) -> dict[str, float]:
+    """The external protocol's values that need no permutation: trustworthiness (latent vs features), holdout ruler
+    Spearman under the frozen adaptor (random, donor, branch folds) and the residualised Spearman over all pairs.
+
+    `external_metrics` reports these; the attribution bootstrap recomputes them on donor resamples, for the
+    extracted features and each comparator alike.
+    """
+    Z = adaptor.transform(F)
+    out = {"trustworthiness": trustworthiness(F, Z)}
+    for name, fl in holdout_folds(meta, seed=seed).items():
+        out[f"spearman_{name}_holdout"] = holdout_scores(F, meta, ruler, fl, adaptor=adaptor,
+                                                         residualised=False)["spearman"]
+    out["residualised_spearman"] = residualised_spearman(angular_distances(Z), ruler_pairs(meta["stage"], ruler),
+                                                         same_group_pairs(meta))
     return out
 
 
@@ -202,13 +217,22 @@ def shuffle_gene_panel(X: np.ndarray, *, seed: int) -> np.ndarray:
 def zero_shot_metrics(F: np.ndarray, meta: pd.DataFrame, Z: np.ndarray, ruler: pd.DataFrame, *, n_permutations: int,
                       seed: int) -> dict[str, float]:
     """A frozen head's latent Z on an independent panel: trustworthiness (vs features, vs ruler), cross-donor ruler
-    Spearman, blocked p."""
-    blocks = meta["donor"].astype(str) + "|" + meta["tissue"].astype(str)
-    rho, p, _ = blocked_permutation_test(Z, meta["stage"], blocks, ruler, n_permutations=n_permutations, seed=seed,
-                                         groups=meta["donor"])
-    return {"trustworthiness": trustworthiness(F, Z),
+    Spearman and its residualised form, blocked p (of the cross-donor Spearman)."""
+    _, p, _ = blocked_permutation_test(Z, meta["stage"], _blocks(meta), ruler, n_permutations=n_permutations, seed=seed,
+                                       groups=meta["donor"])
+    return {**zero_shot_gate_values(F, meta, Z, ruler),
             "trustworthiness_ruler": ruler_trustworthiness(Z, meta["stage"], ruler, seed=seed),
-            "spearman_zero_shot": rho, "blocked_permutation_p": p}
+            "blocked_permutation_p": p}
+
+
+def zero_shot_gate_values(F: np.ndarray, meta: pd.DataFrame, Z: np.ndarray, ruler: pd.DataFrame) -> dict[str, float]:
+    """Zero-shot values that need no permutation: trustworthiness, the cross-donor ruler Spearman (pairs of different
+    donors; the blocked test's observed statistic) and the residualised Spearman over all pairs (same-donor and
+    same-tissue indicators regressed out; the paper's 0.476)."""
+    return {"trustworthiness": trustworthiness(F, Z),
+            "spearman_zero_shot": ruler_spearman(Z, meta["stage"], ruler, groups=meta["donor"]),
+            "residualised_spearman": residualised_spearman(angular_distances(Z), ruler_pairs(meta["stage"], ruler),
+                                                           same_group_pairs(meta))}
 
 
 def branch_trajectories(Z: np.ndarray, meta: pd.DataFrame, *, n_permutations: int, seed: int) -> dict[str, float]:
@@ -258,7 +282,10 @@ def gate_table(values: dict[str, float], panel: str, gates: dict[str, float]) ->
 
 
 def panel_role(panel: str) -> str:
-    """What a manifold_validation panel is: real, control (its verdict must fail), positive_control, supplementary."""
+    """What a manifold_validation panel is: real, control (its verdict must fail), positive_control, comparator (raw
+    expression through the same protocol: it may pass), supplementary."""
+    if panel.startswith("comparator_"):
+        return "comparator"
     if panel == "planted_model":
         return "positive_control"
     if panel.startswith("communication"):
@@ -269,12 +296,21 @@ def panel_role(panel: str) -> str:
 
 
 def gate_separation(table: pd.DataFrame) -> pd.DataFrame:
+    """`panel_separation` per adaptor (the table's `adaptor` column, first column of the result) when it has one."""
+    if "adaptor" not in table:
+        return panel_separation(table)
+    parts = [panel_separation(sub).assign(adaptor=name) for name, sub in table.groupby("adaptor", sort=False)]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["adaptor", *[c for c in out.columns if c != "adaptor"]]]
+
+
+def panel_separation(table: pd.DataFrame) -> pd.DataFrame:
     """Per gate (and the verdict, `all_gates`): its value on every panel, one column each, and how it separates.
 
     Columns after the panels: `real_passed` (real panels passing / real panels), `controls_failed` (controls failing
     / controls), `positive_passed` (the planted model passes) and `separates` (every real panel passes, every
     control fails and the positive control passes; empty where the gate has no real panel or no control): which
-    gates actually discriminate on this data.
+    gates actually discriminate on this data. Comparators have a column but count in none of these.
     """
     gated = table[table["threshold"].notna()]
     panels = list(dict.fromkeys(gated["panel"]))

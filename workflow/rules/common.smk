@@ -51,6 +51,14 @@ ALL_DEFINITIONS = ("attention_prob", "qk_raw", *WEIGHT_DEFINITIONS)
 #: the operator definition every benchmark map uses, and those compared in operator_definitions.tsv
 DEFINITION = config["operators"]["definition"]
 COMPARED = list(dict.fromkeys([DEFINITION, *config["operators"].get("compare", ALL_DEFINITIONS)]))
+#: feature maps manifold validation scores (its name -> the feature map), each with both frozen adaptors
+VALIDATED_MAPS = {
+    "pooled_drift": "pooled_drift",
+    "raw_expression": "raw",
+    "raw_pca": "raw_pca",
+    "untrained": "untrained_pooled_drift",
+    "planted": "planted_pooled_drift",
+}
 #: models whose heads are screened: the trained checkpoint and the planted-head positive control
 SCREENED_MODELS = ["trained", "planted"]
 #: checkpoints whose attention is exported: the configured (or pretrained) model, its untrained copy, the planted one
@@ -63,7 +71,7 @@ wildcard_constraints:
     panel="|".join(PANELS),
     method="|".join(METHODS),
     split=r"split\d{3}",
-    feature=r"raw|(?:untrained_|planted_)?(?:pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse)",
+    feature=r"raw|raw_pca|(?:untrained_|planted_)?(?:pooled_drift|top\d+|top\d+_rank\d+|top\d+_sparse)",
     model="|".join(MODELS),
     definition="|".join(ALL_DEFINITIONS),
     mode="anchor|cell",
@@ -134,12 +142,19 @@ def raw_panel(wildcards):
 
 def feature_map_inputs(wildcards):
     """Operators (+ the head screen) for head maps; the base map for its rank-r surrogates, the rank-`ablation_rank`
-    surrogate for the hard-sparse one; the gene panel for `raw` (the identity map of the adaptor_raw control).
+    surrogate for the hard-sparse one; the gene panel for `raw` (the identity map of the adaptor_raw control and of
+    the raw-expression comparator); the pooled-drift map and the reference cells for `raw_pca` (the PCA comparator).
 
     A `untrained_` or `planted_` prefix takes that model's operators (and screen); the configured definition always.
     """
     if wildcards.feature == "raw":
         return {"genes": "results/data/gene_panel.txt"}
+    if wildcards.feature == "raw_pca":  # comparator: PCA of reference cells, as wide as the pooled-drift map
+        return {
+            "width_of": "results/operators/pooled_drift.npz",
+            "h5ad": "results/data/benchmark.h5ad",
+            "reference_donors": "results/data/reference_donors.txt",
+        }
     model, feature = feature_model(wildcards.feature)
     base, _, surrogate = feature.partition("_")
     if surrogate == "sparse" and base.startswith("top"):
@@ -166,8 +181,29 @@ def zero_shot_panel(wildcards):
 
 
 def mismatched_panel(wildcards):
-    """The prepared mismatched-compartment panel for its control, if one is configured."""
-    return ["results/data/mismatched.h5ad"] if "mismatched" in config["panels"] else []
+    """The prepared mismatched-compartment panel and its own lineage ruler (stage table, graph), if one is configured."""
+    if "mismatched" not in config["panels"]:
+        return {}
+    spec = config["panels"]["mismatched"]
+    return {
+        "mismatched": "results/data/mismatched.h5ad",
+        "mismatched_stage_table": spec["stage_table"],
+        "mismatched_stage_graph": spec["stage_graph"],
+    }
+
+
+def validated_adaptors(wildcards):
+    """Each validated map's two frozen adaptors (anchor- and cell-trained), all made by the adaptor rule."""
+    return {
+        f"{name}_{mode}": f"results/adaptor/{feature}_{mode}.npz"
+        for name, feature in VALIDATED_MAPS.items()
+        for mode in ("anchor", "cell")
+    }
+
+
+def panel_stage_table(wildcards):
+    """The stage table a panel's labels map onto: its own (the mismatched compartment's lineage table) or the data's."""
+    return config["panels"][wildcards.panel].get("stage_table", config["data"]["stage_table"])
 
 
 def method_file(wildcards):
@@ -246,6 +282,7 @@ def final_outputs():
         "results/tables/operator_definitions.tsv",
         "results/tables/manifold_validation.tsv",
         "results/tables/gate_separation.tsv",
+        "results/tables/attribution.tsv",
         "results/tables/planted_factor_programs.tsv",
         "results/tables/compression.tsv",
         "results/tables/factor_ablation.tsv",

@@ -24,7 +24,7 @@ rule simulate:
 rule prepare:
     input:
         unpack(raw_panel),
-        stage_table=config["data"]["stage_table"],
+        stage_table=panel_stage_table,
     output:
         h5ad="results/data/{panel}.h5ad",
         unmapped="results/tables/unmapped_labels_{panel}.tsv",

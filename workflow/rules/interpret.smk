@@ -1,6 +1,7 @@
 # The compaction chain (pooled drift -> best head -> rank-r surrogates -> hard-sparse; every rung with its own
 # cell-trained adaptor and per-split readouts) and the factor ablation of the rank-r surrogate (leave-one-out, then
-# core sufficiency and every subset of the core, with probes fixed; leave-one-out of the hard-sparse surrogate).
+# core sufficiency and every subset of the core, with probes fixed, the core chosen per split on its training donors;
+# leave-one-out of the hard-sparse surrogate).
 
 
 rule compression_split:
@@ -60,7 +61,6 @@ rule factor_ablation_split:
 
 rule factor_core_split:
     input:
-        per_split=expand("results/factors/{split}.tsv", split=SPLITS),
         feature_map=f"results/operators/{ABLATION_MAP}.npz",
         adaptor=f"results/adaptor/{ABLATION_MAP}_cell.npz",
         h5ad="results/data/benchmark.h5ad",
@@ -78,7 +78,6 @@ rule factor_core_split:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
     params:
-        surrogate=ABLATION_MAP,
         endpoints=config["compression"]["ablation_endpoints"],
         n_core=config["compression"]["n_top_factors"],
         subtypes=config["endpoints"]["subtypes"],
@@ -106,6 +105,7 @@ rule compression_table:
         runtime=10,
     params:
         variants=COMPRESSION_VARIANTS,
+        base=config["compression"]["base"],
         margin=config["compression"]["noninferiority_margin"],
         paper_endpoints=PAPER_ENDPOINTS,
     script:

@@ -103,6 +103,8 @@ rule feature_map:
     params:
         sparse_factors=config["compression"]["sparse_factors"],
         sparse_genes=config["compression"]["sparse_genes"],
+        comparator_pca_comps=config["validation"].get("comparator_pca_comps"),
+        seed=SEED,
     script:
         "../scripts/operators.py"
 

@@ -15,7 +15,10 @@ REPORT_TABLES = {
     "difference, Wilcoxon over per-donor mean differences with BH q, leave-one-donor-out range.",
     "summary": "Mean, standard deviation and number of splits of every method on every endpoint.",
     "manifold_validation": "Manifold gates (trustworthiness, holdout ruler Spearman, blocked permutation p) per "
-    "panel and control, with thresholds and pass/fail.",
+    "panel, control and comparator, for both adaptors (anchor- and cell-trained), with thresholds and pass/fail.",
+    "attribution": "Attribution: pooled drift minus each comparator (raw panel expression, its PCA) per panel, "
+    "adaptor and gate, through the same protocol; positive favours attention; donor-clustered bootstrap 95% CI and "
+    "the verdict (credited to attention only where the CI excludes zero in attention's favour).",
     "gate_separation": "Per gate (and the verdict): its value on every panel, how many real panels pass and how many "
     "controls fail, whether it separates them.",
     "operator_definitions": "Per model (trained, planted) and operator definition: pooled-drift and best-head screen "

@@ -10,6 +10,7 @@ rule paper_comparison:
         compression="results/tables/compression.tsv",
         factors="results/tables/factor_ablation.tsv",
         validation="results/tables/manifold_validation.tsv",
+        attribution="results/tables/attribution.tsv",
         screen="results/tables/head_screen.tsv",
         parameters="results/tables/parameters.tsv",
         splits="results/splits/splits.tsv",
@@ -36,6 +37,7 @@ rule summary_markdown:
         compression="results/tables/compression.tsv",
         factors="results/tables/factor_ablation.tsv",
         validation="results/tables/manifold_validation.tsv",
+        attribution="results/tables/attribution.tsv",
         parameters="results/tables/parameters.tsv",
         paper_comparison="results/tables/paper_comparison.tsv",
     output:

@@ -1,20 +1,23 @@
-# Manifold validation on anchors: internal (reference donors, the adaptor's own), external (benchmark donors, frozen
-# adaptor: the headline), zero-shot immune transfer, the controls whose verdict must fail, the planted-head positive
-# control, the supplementary communication manifold and the per-gate separation table; then the planted head's
-# factor programs.
+# Manifold validation on anchors, for the anchor- and the cell-trained adaptor: internal (reference donors), external
+# (benchmark donors, frozen adaptor: the headline), zero-shot immune transfer, the comparators (raw expression and its
+# PCA through the same protocol) and the attribution table, the controls whose verdict must fail, the planted-head
+# positive control, the supplementary communication manifold and the per-gate separation table; then the planted
+# head's factor programs.
 
 
 rule manifold_validation:
     input:
+        unpack(validated_adaptors),
+        unpack(mismatched_panel),
         feature_map="results/operators/pooled_drift.npz",
+        raw_map="results/operators/raw.npz",
+        raw_pca_map="results/operators/raw_pca.npz",
         untrained_map="results/operators/untrained_pooled_drift.npz",
         planted_map="results/operators/planted_pooled_drift.npz",
-        adaptor="results/adaptor/pooled_drift_anchor.npz",
         h5ad="results/data/benchmark.h5ad",
         reference="results/data/reference.h5ad",
         reference_donors="results/data/reference_donors.txt",
         immune=zero_shot_panel,
-        mismatched=mismatched_panel,
         stage_table=config["data"]["stage_table"],
         stage_graph=config["data"]["stage_graph"],
         lr_pairs=config["data"]["ligand_receptor_pairs"],
@@ -22,6 +25,7 @@ rule manifold_validation:
         table="results/tables/manifold_validation.tsv",
         separation="results/tables/gate_separation.tsv",
         latent="results/validation/anchor_latent.tsv",
+        attribution="results/tables/attribution.tsv",
     log:
         "results/logs/manifold_validation.log",
     benchmark:

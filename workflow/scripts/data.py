@@ -38,10 +38,13 @@ if rule == "simulate":
     if sim.get("compartment", "hematopoietic") == "non_hematopoietic":  # the mismatched-compartment control panel
         from fmextract.compartment import simulate_compartment
 
-        adata = simulate_compartment(table, edges, programs, background, donors=donors, tissues=sim["tissues"],
-                                     cells_per_donor=sim["cells_per_donor"], seed=sim["seed"])
-        log.info("non-hematopoietic groups labelled onto the ruler (seeded, arbitrary): %s",
-                 adata.uns["simulation"]["assignment"])
+        spec = snakemake.params.panel  # its own lineage ruler: the panel's stage table and graph
+        lineage = stages.load_stage_table(spec["stage_table"])
+        lineage_edges = stages.load_stage_graph(spec["stage_graph"], lineage["stage"].unique().tolist())
+        adata = simulate_compartment(lineage, lineage_edges, programs, background, donors=donors,
+                                     tissues=sim["tissues"], cells_per_donor=sim["cells_per_donor"], seed=sim["seed"])
+        log.info("non-hematopoietic cells on their own lineage ruler (%s): %d stages", spec["stage_table"],
+                 len(adata.uns["simulation"]["stages"]))
     else:
         adata = simulate_panel(
             table, edges, programs, background, donors=donors,
@@ -56,15 +59,17 @@ elif rule == "prepare":
     spec, panel = snakemake.params.panel, snakemake.wildcards.panel
     source = str(snakemake.input.panel)
     keys = {k: spec.get(k) for k in ("donor_key", "cell_type_key", "tissue_key", "counts_layer", "gene_symbol_column",
-                                     "assay_key", "keep_assays")}
+                                     "assay_key", "keep_assays", "keep_tissues")}
     keys["ontology_key"] = spec.get("cell_type_ontology_key", "cell_type_ontology_term_id")
     table = stages.load_label_table(snakemake.input.stage_table)  # coarse labels (branch, no stage) included
     table = stages.lineage_as(table, snakemake.params.lineage_labels)  # "branch": lineage labels keep their branch only
     unmapped, info = data.prepare_panel(source, table, snakemake.output.h5ad, source=source,
                                         min_donors=snakemake.params.min_donors, config=f"panels.{panel}", **keys)
-    log.info("%s: %d cells, %d genes, %d donors, %d stages; dropped %d cells (%d by assay, %d unmapped labels); "
+    log.info("%s: %d cells, %d genes, %d donors, %d stages; dropped %d cells (%d by assay, %d by tissue, %d unmapped "
+             "labels); "
              "%d coarse-label cells kept (branch only); counts from %s", source, info["n_obs"], info["n_vars"],
-             info["n_donors"], info["n_stages"], info["n_dropped"], info["n_dropped_assay"], info["n_dropped_unmapped"],
+             info["n_donors"], info["n_stages"], info["n_dropped"], info["n_dropped_assay"], info["n_dropped_tissue"],
+             info["n_dropped_unmapped"],
              info["n_coarse"], info["counts_source"])
     write_tsv(unmapped, snakemake.output.unmapped)
 

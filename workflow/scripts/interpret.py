@@ -26,17 +26,15 @@ def split_data(expression: bool = True):
 
 
 def fixed_probe_scorer(map_path, adaptor_path, train, test, truth):
-    """(map, score): score(m) = endpoints of map m through the map's adaptor and readouts fitted once on the full map."""
+    """(map, score): score(m) = endpoints of map m on the test cells through the map's adaptor and readouts fitted once
+    on the training cells under the full map."""
     from fmextract.adaptor import Adaptor
     from fmextract.features import FeatureMap
-    from fmextract.metrics import endpoint_metrics
-    from fmextract.readouts import fit_readouts
+    from fmextract.interpret import fixed_probe_scorer as scorer
 
-    fmap, adaptor = FeatureMap.load(map_path), Adaptor.load(adaptor_path)
-    subtypes, seed = snakemake.params.subtypes, snakemake.params.seed
-    embed = lambda m, a: adaptor.transform(m.transform(a[:, m.genes].X))
-    readouts = fit_readouts(embed(fmap, train), train.obs, subtypes=subtypes, seed=seed)  # held fixed below
-    return fmap, lambda m: endpoint_metrics(truth, readouts.predict(embed(m, test)), subtypes=subtypes, donor_key="donor")
+    fmap = FeatureMap.load(map_path)
+    score = scorer(fmap, Adaptor.load(adaptor_path), train, subtypes=snakemake.params.subtypes, seed=snakemake.params.seed)
+    return fmap, lambda m: score(m, test, truth)
 
 
 if rule == "compression_split":
@@ -67,32 +65,37 @@ elif rule == "factor_ablation_split":
     write_tsv(pd.concat(tables, ignore_index=True), snakemake.output[0])
 
 elif rule == "factor_core_split":
-    from fmextract.interpret import core_factors, subset_scores
+    from fmextract.adaptor import Adaptor
+    from fmextract.features import FeatureMap
+    from fmextract.interpret import split_core_subsets
 
-    loo = pd.concat([read_tsv(p) for p in snakemake.input.per_split], ignore_index=True)
-    core = core_factors(loo[loo["surrogate"] == snakemake.params.surrogate], snakemake.params.endpoints,
-                        snakemake.params.n_core)
-    log.info("core factors (top %d by leave-one-out impact over all splits): %s", len(core), core)
     train, test, truth = split_data()
-    fmap, score = fixed_probe_scorer(snakemake.input.feature_map, snakemake.input.adaptor, train, test, truth)
-    write_tsv(subset_scores(fmap, score, core).assign(split=snakemake.wildcards.split), snakemake.output[0])
+    core, subsets = split_core_subsets(
+        FeatureMap.load(snakemake.input.feature_map), Adaptor.load(snakemake.input.adaptor), train, test, truth,
+        endpoints=snakemake.params.endpoints, n_core=snakemake.params.n_core, subtypes=snakemake.params.subtypes,
+        seed=snakemake.params.seed)
+    log.info("core factors of %s (top %d by leave-one-out impact on its %d training cells): %s",
+             snakemake.wildcards.split, len(core), train.n_obs, core)
+    write_tsv(subsets.assign(split=snakemake.wildcards.split), snakemake.output[0])
 
 elif rule == "compression_table":
-    from fmextract.compaction import COLUMNS, chain_table
+    from fmextract.compaction import COLUMNS, chain_table, paper_chain
     from fmextract.features import FeatureMap
 
     per_split = pd.concat([read_tsv(p) for p in snakemake.input.per_split], ignore_index=True)
-    table = chain_table(per_split, snakemake.params.variants, margin=snakemake.params.margin,
-                        loss_endpoints=list(snakemake.params.paper_endpoints))
+    chain = snakemake.params.variants
+    table = chain_table(per_split, chain, margin=snakemake.params.margin, loss_endpoints=snakemake.params.paper_endpoints,
+                        paper=paper_chain(chain, snakemake.params.base))
     sizes = {}
     for variant, path in zip(snakemake.params.variants, snakemake.input.maps):
         n_weights = FeatureMap.load(path).n_weights
         sizes[variant] = {"size_mb": os.path.getsize(path) / 1e6, "n_weights": n_weights, "float32_bytes": 4 * n_weights}
     table = table.join(pd.DataFrame(sizes).T.astype({"n_weights": int, "float32_bytes": int}), on="variant")
     per_rung = table.drop_duplicates("variant").set_index("variant")
-    log.info("compaction chain (size MB on disk, float32 bytes, losses of 8 vs previous / vs pooled, non-inferior):\n%s",
-             per_rung[["size_mb", "float32_bytes", "losses_vs_previous", "losses_vs_pooled",
-                       "noninferior_endpoints"]].to_string())
+    log.info("compaction chain (size MB on disk, float32 bytes, losses of the paper's endpoints vs the paper's previous "
+             "rung / our previous rung / pooled, non-inferior):\n%s",
+             per_rung[["paper_previous", "size_mb", "float32_bytes", "losses_vs_paper_previous", "losses_vs_previous",
+                       "losses_vs_pooled", "noninferior_endpoints"]].to_string())
     write_tsv(table[COLUMNS], snakemake.output[0])
 
 elif rule == "factor_table":

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from fmextract import logs
-from fmextract.errors import InputError
 from fmextract.io import read_tsv, write_tsv
 
 logs.to_file(snakemake.log[0])
@@ -33,17 +32,9 @@ def load_ruler():
 
 def reference_cells(genes):
     """Reference donors' cells of the benchmark panel (log1p X only, read backed), columns in `genes` order."""
-    from fmextract.chunks import open_backed, read_rows
-    from fmextract.errors import InputError
+    from fmextract.data import reference_cells as read_reference_cells
 
-    with open_backed(snakemake.input.h5ad) as panel:
-        rows = panel.obs["donor"].isin(read_lines(snakemake.input.reference_donors)).to_numpy()
-        cols = panel.var_names.get_indexer(genes)
-        if (cols < 0).any():
-            raise InputError(f"{snakemake.input.h5ad}: {int((cols < 0).sum())} feature-map genes are absent; rebuild the "
-                             "feature map from this panel")
-        return ad.AnnData(X=read_rows(panel.X, rows, columns=cols), obs=panel.obs[rows].copy(),
-                          var=panel.var.iloc[cols].copy())
+    return read_reference_cells(snakemake.input.h5ad, read_lines(snakemake.input.reference_donors), genes)
 
 
 def reference_anchors(genes):
@@ -125,7 +116,9 @@ elif rule == "operator_definitions":
     write_tsv(read_tsv(snakemake.input.configured), snakemake.output.screen)
 
 elif rule == "feature_map":
-    from fmextract.features import FeatureMap, hard_sparse_map, head_map, identity_map, low_rank_map, pooled_drift_map
+    from fmextract.features import (
+        FeatureMap, hard_sparse_map, head_map, identity_map, low_rank_map, map_rank, pca_map, pooled_drift_map,
+    )
     from fmextract.operators import load_operators
     from fmextract.screen import top_heads
 
@@ -135,6 +128,10 @@ elif rule == "feature_map":
     base, _, surrogate = feature.partition("_")
     if feature == "raw":
         fmap = identity_map(read_lines(snakemake.input.genes))
+    elif feature == "raw_pca":  # comparator: PCA of reference cells' expression at the pooled-drift map's width
+        width = snakemake.params.comparator_pca_comps or map_rank(FeatureMap.load(snakemake.input.width_of))
+        genes = FeatureMap.load(snakemake.input.width_of).genes
+        fmap = pca_map(reference_cells(genes).X, genes, width, seed=snakemake.params.seed)
     elif feature == "pooled_drift":
         ops = load_operators(snakemake.input.operators)
         fmap = pooled_drift_map(ops.operators, ops.genes)
@@ -151,7 +148,7 @@ elif rule == "feature_map":
     fmap.save(snakemake.output[0])
 
 elif rule == "adaptor":
-    from fmextract.adaptor import balanced_sample, cell_adaptor_kwargs, fit_adaptor
+    from fmextract.adaptor import cell_adaptor_kwargs, cell_training_set, fit_adaptor
     from fmextract.features import FeatureMap
 
     cfg = snakemake.params.adaptor
@@ -163,16 +160,10 @@ elif rule == "adaptor":
         kw = dict(d_latent=cfg["d_latent"], alpha=cfg["alpha"], beta=cfg["beta"], epochs=cfg["epochs"], lr=cfg["lr"],
                   batch_size=cfg["batch_size"])
     else:  # the paper's cell-trained recipe: stage-balanced reference cells, four-term loss
-        ref = reference_cells(fmap.genes)
-        ref = ref[ref.obs["stage"].notna().to_numpy()]  # stage-trained: cells with a coarse label (no stage) sit out
-        if ref.obs["stage"].nunique() < 2:
-            raise InputError(f"{snakemake.input.h5ad}: the reference donors have {ref.n_obs} cells with a fine stage, "
-                             f"over {ref.obs['stage'].nunique()} stage(s); the cell-trained adaptor needs 2 stages: "
-                             "reserve other reference donors (panel.n_reference_donors) or check the stage table")
-        pos = balanced_sample(ref.obs["stage"], per_label=cfg["cell_per_stage"], seed=snakemake.params.seed)
-        meta = ref.obs.iloc[pos][["donor", "tissue", "stage", "branch", "depth"]].reset_index()
-        F, ruler, kw = fmap.transform(ref.X[pos]), load_ruler(), cell_adaptor_kwargs(cfg)
-        log.info("cell-trained adaptor: %d stage-balanced cells (<= %d per stage, %d stages); %s", len(pos),
+        rows, meta = cell_training_set(reference_cells(fmap.genes), per_stage=cfg["cell_per_stage"],
+                                       seed=snakemake.params.seed, source=str(snakemake.input.h5ad))
+        F, ruler, kw = fmap.transform(rows.X), load_ruler(), cell_adaptor_kwargs(cfg)
+        log.info("cell-trained adaptor: %d stage-balanced cells (<= %d per stage, %d stages); %s", len(meta),
                  cfg["cell_per_stage"], meta["stage"].nunique(), kw)
     adaptor = fit_adaptor(F, meta["stage"], ruler, **kw, seed=snakemake.params.seed)
     log.info("%s-trained adaptor on %d rows x %d features; loss %.4f -> %.4f", mode, *F.shape, adaptor.history[0],
