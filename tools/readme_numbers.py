@@ -65,7 +65,8 @@ def render(summary: str, source: str) -> str:
     paper = counts.get("paper")
     tally = (f"In the paper's BH family `extracted` is better than a baseline in {paper['reference_better']} of "
              f"{paper['comparisons']} comparisons and worse in {paper['reference_worse']} (q < 0.05)." if paper else "")
-    passed = [f"`{r['panel']}` {'pass' if r['verdict passes'] == 'yes' else 'fail'}" for r in verdicts]
+    panels = {v: ", ".join(f"`{r['panel']}`" for r in verdicts if (r["verdict passes"] == "yes") == (v == "pass"))
+              for v in ("pass", "fail")}
     return "\n".join([
         f"Rendered by `tools/readme_numbers.py` from `{source}` ({splits.group(1) if splits else '?'} donor-holdout "
         "splits); mean over splits:",
@@ -73,7 +74,7 @@ def render(summary: str, source: str) -> str:
         markdown(bench, [c for c in BENCHMARK_COLUMNS if c in bench[0]]),
         "",
         tally,
-        f"Manifold verdicts (every gate must pass): {', '.join(passed)}.",
+        f"Manifold verdicts (every gate must pass) — pass: {panels['pass'] or 'none'}; fail: {panels['fail'] or 'none'}.",
     ])
 
 
