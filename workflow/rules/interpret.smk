@@ -19,7 +19,7 @@ rule compression_split:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         variants=COMPRESSION_VARIANTS,
         subtypes=config["endpoints"]["subtypes"],
@@ -48,7 +48,7 @@ rule factor_ablation_split:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         surrogates=[ABLATION_MAP, SPARSE_MAP],
         subtypes=config["endpoints"]["subtypes"],
@@ -76,7 +76,7 @@ rule factor_core_split:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         surrogate=ABLATION_MAP,
         endpoints=config["compression"]["ablation_endpoints"],
@@ -103,7 +103,7 @@ rule compression_table:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         variants=COMPRESSION_VARIANTS,
         margin=config["compression"]["noninferiority_margin"],
@@ -129,7 +129,7 @@ rule factor_table:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         surrogates=[ABLATION_MAP, SPARSE_MAP],
         endpoints=config["compression"]["ablation_endpoints"],
