@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="non-zero panel genes per sampled cell (a real 1,200-gene panel: ~200; the stand-in has ~54)")
     p.add_argument("--scvi-epochs", type=int, default=2, help="scVI epochs run (then scaled to the heuristic)")
     p.add_argument("--skip-methods", nargs="*", default=[], help="methods whose split job is not run (too slow here)")
+    p.add_argument("--panel-cells", type=int, default=None,
+                   help="cells the embedding cache's per-cell rate is extrapolated to (default: the stand-in panel's)")
     p.add_argument("--only", nargs="*", default=[],
                    help="measure only these table rows (e.g. 'run_method celltypist' factor_core_split embed_cells) "
                         "and merge them into the existing --out table; the other rows keep their earlier numbers")
@@ -252,6 +254,7 @@ def embed_sample(args: argparse.Namespace, wf: Path) -> dict:
               for s in range(0, len(names), 50_000))
     cache.write(out, names, blocks, d=ARCH["d_model"], attrs={"benchmark": "random stand-in of the right shape"})
     rate = args.embed_cells / wall
+    names = names if args.panel_cells is None else range(args.panel_cells)
     return {"cells": args.embed_cells, "wall_s": wall, "cpu_s": cpu, "peak_rss_gb": rss, "cells_per_s": rate,
             "tokens_per_cell": tokens, "standin_tokens_per_cell": standin_tokens, "panel_cells": len(names),
             "extrapolated_s": len(names) / rate}
@@ -266,8 +269,11 @@ def measured(wf: Path, jobs: list[dict]) -> list[dict]:
         path = wf / j["benchmark"] if j["benchmark"] else None
         if path is not None and path.exists():
             b = pd.read_csv(path, sep="\t").iloc[-1]
+            info = [wf / f for f in j["output"].split(", ") if f.endswith(".json") and "/methods/" in f]
+            cells = json.loads(info[0].read_text()) if info and info[0].exists() else {}
             rows.append({**j, "wall_s": float(b["s"]), "max_rss_mb": float(b["max_rss"]),
-                         "cpu_s": float(b.get("cpu_time", float("nan")))})
+                         "cpu_s": float(b.get("cpu_time", float("nan"))),
+                         "cells": (cells.get("n_train"), cells.get("n_test"), cells.get("mode"))})
     return rows
 
 
@@ -295,7 +301,7 @@ def rows(args: argparse.Namespace, jobs: list[dict], done: list[dict], embed: di
     import pandas as pd
 
     full = pd.DataFrame(jobs).assign(group=lambda d: [group(j) for j in jobs])
-    got = pd.DataFrame(done, columns=[*full.columns[:-1], "wall_s", "max_rss_mb", "cpu_s"])
+    got = pd.DataFrame(done, columns=[*full.columns[:-1], "wall_s", "max_rss_mb", "cpu_s", "cells"])
     got["group"] = [group(j) for j in done]
     table = full.groupby("group").agg(jobs=("rule", "size"), mem_mb=("mem_mb", "max"), runtime=("runtime", "max"))
     table = table.join(got.groupby("group").agg(measured=("rule", "size"), wall=("wall_s", "mean"),
@@ -317,6 +323,10 @@ def rows(args: argparse.Namespace, jobs: list[dict], done: list[dict], embed: di
                                 f"panel's density; the stand-in has {embed.get('standin_tokens_per_cell', float('nan')):.0f}) "
                                 f"= {embed['cells_per_s']:.1f} cells/s, CPU, 1 thread; extrapolated per cell x "
                                 f"{embed['panel_cells']:,} cells (a GPU job on a real run)")
+    for name, cells in got.groupby("group")["cells"].first().items():
+        if args.only and name.startswith("run_method") and isinstance(cells, tuple) and cells[0]:
+            mode = f", mode {cells[2]}" if cells[2] else ""
+            notes[name] = f"measured on {ONE_SPLIT}: {cells[0]:,} training cells, {cells[1]:,} test cells{mode}"
     out = {}
     for name, r in table.iterrows():
         if pd.isna(r["measured"]):
@@ -354,7 +364,13 @@ def earlier_rows(path: Path) -> dict:
     return out
 
 
-def markdown(args: argparse.Namespace, table: dict, missing: list[str], sizes: dict, merged: bool) -> str:
+def earlier_setup(path: Path) -> str:
+    """The 'Measured by ...' paragraph of an earlier table (where its merged rows come from), or ''."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return next((ln for ln in lines if ln.startswith("Measured by")), "")
+
+
+def markdown(args: argparse.Namespace, table: dict, missing: list[str], sizes: dict, merged: str) -> str:
     """The per-step table (sorted by whole-run CPU) and the totals against the budget."""
     ordered = sorted(table.values(), key=lambda c: (int(c[1]), float(c[11])))
     wall = sum(float(c[10]) for c in ordered)
@@ -375,8 +391,9 @@ def markdown(args: argparse.Namespace, table: dict, missing: list[str], sizes: d
         "inflates wall but not CPU.",
     ]
     if merged:
-        lines += ["", f"Rows measured in this run: {', '.join(args.only)} (`--only`); the other rows are merged from "
-                      "the earlier full run of this table (their how column says so)."]
+        lines += ["", f"Rows measured in this run: {', '.join(args.only)} (`--only`; their cost depends on the "
+                      "1,200-gene panel and the split's cells, not on the atlas's gene count). The other rows are "
+                      "merged from the earlier full run of this table (their how column says so): " + merged]
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * 6 + "---|---:|---|---:|---:|---|"]
     lines += ["| " + " | ".join(c) + " |" for c in ordered]
     lines += ["", f"Totals: **{cpu:.1f} CPU-hours** ({wall:.1f} h of job wall), one core per job; of them "
@@ -439,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     table = {**(earlier_rows(args.out) if args.only else {}), **rows(args, jobs, done, embed, scvi_epochs)}
     missing = sorted({group(j) for j in jobs} - set(table))
     missing = [f"{g} ({sum(group(j) == g for j in jobs)})" for g in missing]
-    table = markdown(args, table, missing, sizes, merged=bool(args.only))
+    table = markdown(args, table, missing, sizes, merged=earlier_setup(args.out) if args.only else "")
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
