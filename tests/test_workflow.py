@@ -354,8 +354,9 @@ def test_a_method_failing_on_every_split_fails_the_run(run, tmp_path):
 
 
 def test_a_timed_out_method_is_retried_and_a_lasting_timeout_is_recorded(tmp_path):
-    """A job past its deadline (methods_deadline_fraction x runtime: 15 s, then 30 s) exits for a retry with more
-    time; on its last attempt the timeout is recorded (failures.tsv) and the statistics run on the finished splits.
+    """A job past its deadline (methods_deadline_fraction 0.25 x runtime x attempt: slow_once 30 s then 60 s,
+    always_slow 15 s then 30 s) exits for a retry with more time; on its last attempt the timeout is recorded
+    (failures.tsv) and the statistics run on the finished splits.
     On the tiny data with raw as the reference and the two slow methods only: the jobs this needs, no more."""
     work = copy_workflow(tmp_path)
     cfg_path = work / "config" / "tiny.yaml"
@@ -363,12 +364,12 @@ def test_a_timed_out_method_is_retried_and_a_lasting_timeout_is_recorded(tmp_pat
     cfg["methods"] = {"raw": cfg["methods"]["raw"]}
     cfg["stats"]["reference"] = "raw"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    add_method(work, "slow_once", SLOW_ONCE_METHOD, resources={"runtime": 1})
+    add_method(work, "slow_once", SLOW_ONCE_METHOD, resources={"runtime": 2})
     add_method(work, "always_slow", ALWAYS_SLOW_METHOD, resources={"runtime": 1})
     proc = snakemake(work, "--config", "methods_retries=1", "methods_deadline_fraction=0.25", "--rerun-incomplete",
-                     "results/tables/stats.tsv", "results/tables/failures.tsv")  # a flag ends --config's values
+                     "results/tables/stats.tsv", "results/tables/failures.tsv", timeout=1800)  # a flag ends --config
     out = proc.stdout + proc.stderr
-    assert "slow_once on split000 ran past its deadline of 15 s on attempt 1; exiting for a retry" in out
+    assert "slow_once on split000 ran past its deadline of 30 s on attempt 1; exiting for a retry" in out
     status = {s: json.loads((work / f"results/methods/slow_once/{s}.json").read_text())["status"] for s in
               ("split000", "split001", "split002")}
     assert status == {"split000": "ok", "split001": "ok", "split002": "ok"}

@@ -4,10 +4,10 @@
 labels (cells with a coarse label, which have a branch but no stage, are left out). `check_expression=False` because
 CellTypist's check wants CP10k summed over ALL genes, and X here is restricted to the panel. `feature_selection=False`
 (the panel is already the HVG selection, and selection refits the model a second time).
-Mode (params `use_SGD`, default true): CellTypist's documented fast mode, SGD logistic regression, which "reduces the
-training burden dramatically" at 100k training cells; `use_SGD: false` is CellTypist's plain logistic regression
-(SAG solver above 50k cells; hours per split at the paper's shape). Every other training option is CellTypist's own
-default unless params set it (`max_iter`: CellTypist picks 1000 below 50k cells, 500 below 500k, 200 above;
+Mode (params `use_SGD`, default false as in CellTypist): plain logistic regression, or with `use_SGD: true`
+CellTypist's documented fast mode, SGD logistic regression, which "reduces the training burden dramatically" (the
+paper config's choice: plain logistic regression runs SAG above 50k cells, hours per 100k-cell split). Every other
+training option is CellTypist's own default unless params set it (`max_iter`: CellTypist picks 1000 below 50k cells, 500 below 500k, 200 above;
 `alpha`, `mini_batch` for > 500k cells); `n_jobs` = the job's threads (config resources.threads).
 Prediction: `celltypist.annotate(..., majority_voting=False)`; CellTypist's probabilities are per-class sigmoids
 (one-vs-rest), so rows are renormalised to sum to 1. Branch probabilities are the stage probabilities summed
@@ -31,7 +31,7 @@ from fmextract.baselines import branch_proba_from_stages, stage_branch_map, subt
 
 def mode(params) -> str:
     """The training mode (runtime.tsv, runtime_summary.tsv, parameters.tsv): `sgd`, `sgd_minibatch` or `lr`."""
-    if not params.get("use_SGD", True):
+    if not params.get("use_SGD", False):
         return "lr"
     return "sgd_minibatch" if params.get("mini_batch", False) else "sgd"
 
@@ -45,7 +45,7 @@ def classify(train, test, params):
     fit = dense(staged)
     model = celltypist.train(
         fit, labels=staged.obs["stage"].astype(str).to_numpy(), check_expression=False,
-        use_SGD=params.get("use_SGD", True), feature_selection=params.get("feature_selection", False),
+        use_SGD=params.get("use_SGD", False), feature_selection=params.get("feature_selection", False),
         n_jobs=params["threads"], random_state=params["seed"], **{k: params[k] for k in TRAIN_OPTIONS if k in params},
     )
     result = celltypist.annotate(dense(test), model=model, majority_voting=False)
