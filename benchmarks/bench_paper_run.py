@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="*", default=[],
                    help="measure only these table rows (e.g. 'run_method celltypist' factor_core_split embed_cells) "
                         "and merge them into the existing --out table; the other rows keep their earlier numbers")
+    p.add_argument("--reuse-plan", action="store_true", help="read the plan of an earlier run (workdir/plan.json)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--inputs-only", action="store_true", help="write the stand-ins and the checkpoint, then stop")
     p.add_argument("--seed", type=int, default=0)
@@ -421,9 +422,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.inputs_only:
         return
     layers = ["config/paper.yaml", str(config_layer(args, wf, paper, files).relative_to(wf))]
-    jobs = plan(wf, layers)
+    plan_json = work / "plan.json"
+    jobs = json.loads(plan_json.read_text()) if args.reuse_plan and plan_json.exists() else plan(wf, layers)
     log(f"plan: {len(jobs)} jobs")
-    (work / "plan.json").write_text(json.dumps(jobs))
+    plan_json.write_text(json.dumps(jobs))
     embed = {}
     embed_json = work / "embed.json"
     if embed_json.exists():
