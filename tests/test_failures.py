@@ -47,3 +47,13 @@ def test_failures_partial_and_everywhere(tmp_path):
 def test_no_failures_prints_nothing(tmp_path):
     table, totals = failed_jobs(jobs(tmp_path, {("ok", "split000"): None}))
     assert table.empty and summary(table, totals) == [] and failed_everywhere(table, totals) == {}
+
+
+def test_finished_lines_count_the_splits_the_statistics_use():
+    import pandas as pd
+
+    from fmextract.failures import finished_lines
+
+    runtime = pd.DataFrame({"method": ["celltypist"] * 3 + ["pca"] * 2, "split": ["s0", "s1", "s2", "s0", "s1"],
+                            "status": ["ok", "failed", "ok", "ok", "ok"]})
+    assert finished_lines(runtime) == ["celltypist: 2 of 3 splits", "pca: 2 of 2 splits"]

@@ -32,3 +32,11 @@ def test_missing_reference_and_bad_input():
         runtime_summary(runtime.drop(columns="seconds"), {}, reference="pca", campaign_splits=12)
     with pytest.raises(InputError, match="campaign_splits"):
         runtime_summary(runtime, {}, reference="pca", campaign_splits=0)
+
+
+def test_the_training_mode_is_reported_per_method():
+    runtime = pd.DataFrame({"method": ["celltypist", "celltypist", "pca"], "split": ["s0", "s1", "s0"],
+                            "seconds": [60.0, 62.0, 1.0], "method_seconds": [55.0, 57.0, 0.5],
+                            "mode": ["sgd", "sgd", None]})
+    t = runtime_summary(runtime, {}, reference="pca", campaign_splits=12).set_index("method")
+    assert t.loc["celltypist", "mode"] == "sgd" and t.loc["pca", "mode"] == ""

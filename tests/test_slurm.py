@@ -148,3 +148,16 @@ def test_every_gpu_rule_requests_a_gpu_in_the_profile():
     for rule in gpu_rules:
         assert profile["set-resources"][rule]["gpu"] >= 1, rule
         assert overrides["set-resources"][rule] == {"gpu": 0, "gpus": 0}, rule
+
+
+def test_a_campaign_survives_a_timeout_in_the_profile():
+    """The profile retries and keeps going, and a retry gets more: every rule's runtime and mem_mb grow with the
+    attempt (a rule's own lambda, or method_resource for run_method)."""
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["retries"] >= 1 and profile["keep-going"] is True
+    rules_text = "\n".join(p.read_text() for p in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
+    fixed = [(name, line.strip()) for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", rules_text, re.M)
+             for line in re.findall(r"^\s+(?:mem_mb|runtime)=.*$", body, re.M)
+             if "attempt" not in line and "method_resource" not in line and "report(" not in line
+             and "results/" not in line]
+    assert not fixed, fixed

@@ -61,6 +61,39 @@ def embed(train, test, params):
 '''
 
 
+SLOW_ONCE_METHOD = '''"""slow_once: raw expression, but its first attempt on each split overruns the job's deadline (retry test)."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def embed(train, test, params):
+    first = Path(f"slow_once_{params['split']}.started")  # in the workflow copy: survives the job, unlike memory
+    if not first.exists():
+        first.touch()
+        time.sleep(600)  # far past the deadline: this attempt exits for a retry
+    dense = lambda a: np.asarray(a.X.todense(), dtype=np.float32)
+    return dense(train), dense(test)
+'''
+
+
+ALWAYS_SLOW_METHOD = '''"""always_slow: raw expression, except that it never finishes on split001 (timeout test)."""
+
+import time
+
+import numpy as np
+
+
+def embed(train, test, params):
+    if params["split"] == "split001":
+        time.sleep(600)  # far past the deadline on every attempt
+    dense = lambda a: np.asarray(a.X.todense(), dtype=np.float32)
+    return dense(train), dense(test)
+'''
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
     """Run snakemake in `workdir` with the tiny config; fail the test with its output on error (if `check`)."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/tiny.yaml", *args]
@@ -69,12 +102,12 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True)
     return proc
 
 
-def add_method(work: Path, name: str, code: str) -> None:
+def add_method(work: Path, name: str, code: str, **entry) -> None:
     """docs/add-baseline.md, "Add a baseline in two steps": 1. the method file, 2. one config entry."""
     (work / "workflow" / "methods" / f"{name}.py").write_text(code)
     cfg_path = work / "config" / "tiny.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["methods"][name] = {"kind": "embedding"}
+    cfg["methods"][name] = {"kind": "embedding", **entry}
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
@@ -354,6 +387,36 @@ def test_a_method_failing_on_every_split_fails_the_run(run, tmp_path):
     end = max(i for i, x in enumerate(out) if x.startswith("Exiting because a job execution failed"))
     assert line in out[end:], "\n".join(out[-40:])  # the end-of-run summary (onerror) repeats it last
     assert not [x for x in out if "failed on every split" in x and "method broken" not in x]  # crashy: partial
+
+
+def test_a_timed_out_method_is_retried_and_a_lasting_timeout_is_recorded(tmp_path):
+    """A job past its deadline (methods_deadline_fraction 0.25 x runtime x attempt: slow_once 30 s then 60 s,
+    always_slow 15 s then 30 s) exits for a retry with more time; on its last attempt the timeout is recorded
+    (failures.tsv) and the statistics run on the finished splits.
+    On the tiny data with raw as the reference and the two slow methods only: the jobs this needs, no more."""
+    work = copy_workflow(tmp_path)
+    cfg_path = work / "config" / "tiny.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["methods"] = {"raw": cfg["methods"]["raw"]}
+    cfg["stats"]["reference"] = "raw"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    add_method(work, "slow_once", SLOW_ONCE_METHOD, resources={"runtime": 2})
+    add_method(work, "always_slow", ALWAYS_SLOW_METHOD, resources={"runtime": 1})
+    proc = snakemake(work, "--config", "methods_retries=1", "methods_deadline_fraction=0.25", "--rerun-incomplete",
+                     "results/tables/stats.tsv", "results/tables/failures.tsv", timeout=1800)  # a flag ends --config
+    out = proc.stdout + proc.stderr
+    assert "slow_once on split000 ran past its deadline of 30 s on attempt 1; exiting for a retry" in out
+    status = {s: json.loads((work / f"results/methods/slow_once/{s}.json").read_text())["status"] for s in
+              ("split000", "split001", "split002")}
+    assert status == {"split000": "ok", "split001": "ok", "split002": "ok"}
+    failures = table(work, "failures.tsv").set_index(["method", "split"])["error"]
+    assert failures[("always_slow", "split001")] == ("JobTimeout: always_slow on split001 ran past its deadline of 30 s "
+                                                      "on attempt 2 (the last)")
+    assert ("slow_once", "split000") not in failures.index
+    stats_log = (work / "results" / "logs" / "stats.log").read_text()
+    assert "always_slow: 2 of 3 splits" in stats_log and "slow_once: 3 of 3 splits" in stats_log
+    s = table(work, "stats.tsv")
+    assert (s.loc[s["method"] == "always_slow", "n"] == 2).all() and (s.loc[s["method"] == "slow_once", "n"] == 3).all()
 
 
 def test_standalone_head_applied_to_immune_panel(run):

@@ -62,6 +62,14 @@ def summary(failed: pd.DataFrame, totals: pd.Series) -> list[str]:
     return lines
 
 
+def finished_lines(runtime: pd.DataFrame) -> list[str]:
+    """One line per method of runtime.tsv (method, split, status): on how many of its splits it finished, e.g.
+    "celltypist: 37 of 40 splits"; the statistics run on those."""
+    ok = runtime["status"].fillna("ok").eq("ok") if "status" in runtime else pd.Series(True, index=runtime.index)
+    counts = pd.DataFrame({"method": runtime["method"], "ok": ok}).groupby("method", sort=True)["ok"].agg(["sum", "size"])
+    return [f"{method}: {int(r['sum'])} of {int(r['size'])} splits" for method, r in counts.iterrows()]
+
+
 def print_summary(jobs: Iterable[tuple[str | os.PathLike, str | os.PathLike]], *, file: TextIO) -> None:
     """Print the summary of the failed jobs among (info JSON, log) paths (the workflow's onsuccess/onerror)."""
     for line in summary(*failed_jobs(jobs)):

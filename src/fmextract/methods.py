@@ -12,7 +12,8 @@ A method is a Python file defining one function, by kind:
 Any kind may also define ``fitted_once(params) -> {component: count}``: parameters fitted once, before and outside
 the splits (the extracted method's adaptor), read from its declared inputs. `parameter_rows` lays all of them out
 for ``parameters.tsv``: role ``adaptor`` (fitted once), ``embedding`` (the method's own per-split network) or
-``readout`` (per split: the shared readouts, or a classifier's own model).
+``readout`` (per split: the shared readouts, or a classifier's own model). A method with more than one way to train
+may define ``mode(params) -> str`` (CellTypist: ``sgd`` or ``lr``); runtime.tsv and runtime_summary.tsv record it.
 
 ``train`` and ``test`` hold the panel genes: raw counts in ``layers["counts"]``, log1p(CP10k) in ``X``. Labels
 (``stage``, ``branch``, ``depth``...) are in ``train.obs`` only; ``test.obs`` has just ``donor`` and ``tissue``.

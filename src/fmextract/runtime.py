@@ -16,7 +16,7 @@ import pandas as pd
 from fmextract.errors import InputError
 
 COLUMNS = ["method", "one_time_seconds", "one_time_steps", "n_splits", "per_split_seconds", "per_split_method_seconds",
-           "campaign_splits", "campaign_seconds", "reference", "campaign_ratio", "per_split_ratio"]
+           "campaign_splits", "campaign_seconds", "reference", "campaign_ratio", "per_split_ratio", "mode"]
 
 
 def runtime_summary(
@@ -24,7 +24,8 @@ def runtime_summary(
 ) -> pd.DataFrame:
     """One row per method: one-time seconds (and its steps), mean per-split job seconds, campaign total and ratios.
 
-    `runtime`: runtime.tsv (method, split, seconds = job wall time, method_seconds = the method call alone).
+    `runtime`: runtime.tsv (method, split, seconds = job wall time, method_seconds = the method call alone; optional
+    mode = the method's training mode, reported as its distinct values, e.g. CellTypist's `sgd`).
     `one_time`: method -> {step: seconds} of the one-time builds behind its declared inputs (empty: none).
     campaign_seconds = one_time_seconds + campaign_splits x per_split_seconds (the paper's 12-split campaign);
     campaign_ratio and per_split_ratio divide by the reference method's (the paper: mlp_probe / extracted = 34.5x).
@@ -52,4 +53,6 @@ def runtime_summary(
     table["reference"] = reference
     table["campaign_ratio"] = table["campaign_seconds"] / ref.loc[reference, "campaign_seconds"] if has_ref else np.nan
     table["per_split_ratio"] = table["per_split_seconds"] / ref.loc[reference, "per_split_seconds"] if has_ref else np.nan
+    modes = runtime.get("mode", pd.Series("", index=runtime.index)).fillna("").astype(str)
+    table["mode"] = table["method"].map(modes.groupby(runtime["method"]).agg(lambda m: ";".join(sorted(set(m) - {""}))))
     return table[COLUMNS].sort_values("campaign_seconds", ascending=False, kind="stable").reset_index(drop=True)

@@ -21,7 +21,7 @@ rule embed_cells:
     # 3.1 cells/s per core, i.e. ~51 core-hours for 564k cells -- a GPU job (the paper's cache build: 1.4 h)
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=1440,
+        runtime=lambda wc, attempt: 1440 * attempt,
         gpu=1,
     params:
         model=config["model"],
@@ -47,6 +47,6 @@ rule frozen_latent:
     # measured at 564,253 x 1,200 (benchmarks/results/caches.md): 8.5 s, peak RSS 0.33 GB
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     script:
         "../scripts/cache.py"

@@ -16,6 +16,8 @@ validate(config, schema="../../config/schema.yaml")
 SEED = config["seed"]
 PANELS = list(config["panels"])
 METHODS = list(config["methods"])
+#: retries of a method job (rule run_method's own `retries`, so that the job knows its last attempt on any executor)
+METHOD_RETRIES = config.get("methods_retries", 2)
 #: split blocks: one block of n_splits, or the paper's 40 all-method + 24 + 24 core-only (splits.design: paper)
 BLOCKS = split_plan(
     config["splits"].get("n_splits"), config["splits"].get("design"), scale=config["splits"].get("scale", 1.0)
@@ -218,11 +220,11 @@ def method_inputs(wildcards):
 
 
 def method_resource(name, default):
-    """A per-method resource from its config entry, scaled by attempt for memory."""
+    """A per-method resource from its config entry; memory and runtime grow with the attempt (a retry gets more)."""
 
     def get(wildcards, attempt=1):
         value = config["methods"][wildcards.method].get("resources", {}).get(name, default)
-        return value * attempt if name == "mem_mb" else value
+        return value * attempt if name in ("mem_mb", "runtime") else value
 
     return get
 

@@ -13,7 +13,7 @@ rule simulate:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         panel=lambda wc: config["panels"][wc.panel],
         data=config["data"],
@@ -37,7 +37,7 @@ rule prepare:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         panel=lambda wc: config["panels"][wc.panel],
         min_donors=config["data"]["min_donors"],
@@ -92,7 +92,7 @@ rule reference_donors:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=5,
+        runtime=lambda wc, attempt: 5 * attempt,
     params:
         n_reference=config["panel"]["n_reference_donors"],
         min_cells=config["anchors"]["min_cells"],
@@ -119,7 +119,7 @@ rule gene_panel:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         n_genes=config["panel"]["n_genes"],
         min_vocab_overlap=config["panel"]["min_vocab_overlap"],
@@ -142,7 +142,7 @@ rule splits:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=5,
+        runtime=lambda wc, attempt: 5 * attempt,
     params:
         splits=config["splits"],
         seed=SEED,

@@ -23,7 +23,7 @@ rule method_failures:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         logs=[log for _, log in METHOD_JOBS],
     script:

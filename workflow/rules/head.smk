@@ -18,7 +18,7 @@ rule export_head:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
@@ -42,6 +42,6 @@ rule apply_head:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     script:
         "../scripts/head.py"

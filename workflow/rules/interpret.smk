@@ -20,7 +20,7 @@ rule compression_split:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         variants=COMPRESSION_VARIANTS,
         subtypes=config["endpoints"]["subtypes"],
@@ -49,7 +49,7 @@ rule factor_ablation_split:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         surrogates=[ABLATION_MAP, SPARSE_MAP],
         subtypes=config["endpoints"]["subtypes"],
@@ -76,7 +76,7 @@ rule factor_core_split:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         endpoints=config["compression"]["ablation_endpoints"],
         n_core=config["compression"]["n_top_factors"],
@@ -102,7 +102,7 @@ rule compression_table:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         variants=COMPRESSION_VARIANTS,
         base=config["compression"]["base"],
@@ -130,7 +130,7 @@ rule factor_table:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         surrogates=[ABLATION_MAP, SPARSE_MAP],
         endpoints=config["compression"]["ablation_endpoints"],

@@ -1,4 +1,6 @@
 # One generic rule runs any method (workflow/methods/<method>.py) on any donor-holdout split.
+# A job stops itself at methods_deadline_fraction of its runtime: before its last attempt it exits to be retried with
+# runtime and mem_mb x attempt; on the last one it records the timeout (failures.tsv) so the campaign goes on.
 
 
 rule run_method:
@@ -14,17 +16,21 @@ rule run_method:
         "results/logs/methods/{method}/{split}.log",
     benchmark:
         "results/benchmarks/methods/{method}/{split}.tsv"
+    retries: METHOD_RETRIES
     conda:
         method_env
     threads: method_resource("threads", 1)
     resources:
         mem_mb=method_resource("mem_mb", 4000),
         runtime=method_resource("runtime", 30),
+        attempt=lambda wc, attempt: attempt,
     params:
         spec=lambda wc: config["methods"][wc.method],
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
         fail_fast=config.get("methods_fail_fast", False),
+        retries=METHOD_RETRIES,
+        deadline_fraction=config.get("methods_deadline_fraction", 0.95),
         seed=SEED,
     script:
         "../scripts/method.py"

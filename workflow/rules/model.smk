@@ -20,7 +20,7 @@ rule pretrain_demo_model:
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=60,
+        runtime=lambda wc, attempt: 60 * attempt,
         gpu=1,
     params:
         pretrain=config["model"]["pretrain"],
@@ -43,7 +43,7 @@ rule untrained_model:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         seed=SEED,
     script:
@@ -65,7 +65,7 @@ rule planted_model:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         planted=config["model"]["planted"],
         seed=SEED,

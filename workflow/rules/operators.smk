@@ -18,7 +18,7 @@ rule export_operators:
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=120,
+        runtime=lambda wc, attempt: 120 * attempt,
         gpu=lambda wc: 0 if wc.definition in WEIGHT_DEFINITIONS else 1,
     params:
         operators=config["operators"],
@@ -47,7 +47,7 @@ rule head_screen:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=60,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         adaptor=config["adaptor"],
         min_cells=config["anchors"]["min_cells"],
@@ -75,7 +75,7 @@ rule operator_definitions:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=5,
+        runtime=lambda wc, attempt: 5 * attempt,
     params:
         models=SCREENED_MODELS,
         definitions=COMPARED,
@@ -99,7 +99,7 @@ rule feature_map:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         sparse_factors=config["compression"]["sparse_factors"],
         sparse_genes=config["compression"]["sparse_genes"],
@@ -128,7 +128,7 @@ rule adaptor:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=30,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         adaptor=config["adaptor"],
         min_cells=config["anchors"]["min_cells"],

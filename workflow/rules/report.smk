@@ -55,7 +55,7 @@ rule report_table:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         caption=lambda wc: REPORT_TABLES[wc.table],
     script:
@@ -87,7 +87,7 @@ rule figures:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         reference=config["stats"]["reference"],
         compression_endpoint=config["compression"]["ablation_endpoints"][0],

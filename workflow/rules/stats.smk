@@ -21,7 +21,7 @@ rule collect:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     script:
         "../scripts/stats.py"
 
@@ -44,7 +44,7 @@ rule stats:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         reference=config["stats"]["reference"],
         n_boot=config["stats"].get("n_bootstrap", 2000),
@@ -71,7 +71,7 @@ rule runtime_summary:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         steps={m: one_time_benchmarks(m) for m in METHODS},
         reference=config["stats"]["reference"],

@@ -25,7 +25,7 @@ rule paper_comparison:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=5,
+        runtime=lambda wc, attempt: 5 * attempt,
     script:
         "../scripts/summary.py"
 
@@ -51,7 +51,7 @@ rule summary_markdown:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=5,
+        runtime=lambda wc, attempt: 5 * attempt,
     params:
         reference=config["stats"]["reference"],
         title=(

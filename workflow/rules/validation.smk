@@ -35,7 +35,7 @@ rule manifold_validation:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=60,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         validation=config["validation"],
         adaptor=config["adaptor"],
@@ -60,7 +60,7 @@ rule planted_factor_programs:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=5,
+        runtime=lambda wc, attempt: 5 * attempt,
     params:
         n_top_genes=config["compression"]["n_top_genes"],
     script:

@@ -25,7 +25,7 @@ if rule == "collect":
         runtime.append({"method": info["method"], "split": info["split"], "status": info.get("status", "ok"),
                         "seconds": bench["s"],
                         "method_seconds": info["method_seconds"], "max_rss_mb": bench["max_rss"],
-                        "n_train": info["n_train"], "n_test": info["n_test"]})
+                        "n_train": info.get("n_train"), "n_test": info.get("n_test"), "mode": info.get("mode", "")})
         params += [{"method": info["method"], "split": info["split"], **row} for row in info["parameters"]]
     keys = ["method", "role", "fitted", "component"]
     params = pd.DataFrame(params, columns=["split", *keys, "n_parameters"])
@@ -39,8 +39,11 @@ if rule == "collect":
     write_tsv(params, snakemake.output.parameters)
 
 elif rule == "stats":
+    from fmextract.failures import finished_lines
     from fmextract.stats import donor_level_tests, paired_tests, summary_table
 
+    for line in finished_lines(read_tsv(snakemake.input.runtime)):  # the statistics use the finished splits only
+        log.info(line)
     metrics = read_tsv(snakemake.input.metrics)
     families, supervision = snakemake.params.families, snakemake.params.pseudotime
     pseudotime_of = lambda frame: frame["method"].map(supervision).where(frame["endpoint"].str.startswith("pseudotime"))
