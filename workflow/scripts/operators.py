@@ -12,7 +12,7 @@ from fmextract import logs
 from fmextract.errors import InputError
 from fmextract.io import read_tsv, write_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("operators")
 rule = snakemake.rule
 

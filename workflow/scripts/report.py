@@ -3,7 +3,7 @@
 from fmextract import logs, plots
 from fmextract.io import read_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 out = snakemake.output
 plots.manifold_views(read_tsv(snakemake.input.latent), out.manifold)
 plots.benchmark_boxplots(read_tsv(snakemake.input.metrics), read_tsv(snakemake.input.stats), out.benchmark,

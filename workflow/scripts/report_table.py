@@ -4,7 +4,7 @@ from fmextract import logs
 from fmextract.io import atomic_path, read_tsv
 from fmextract.report import table_html
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 name = snakemake.wildcards.table
 page = table_html(read_tsv(snakemake.input.table), title=name.replace("_", " ").capitalize(),
                   caption=snakemake.params.caption, source=snakemake.input.table)

@@ -7,7 +7,7 @@ import pandas as pd
 from fmextract import logs
 from fmextract.io import atomic_path, read_tsv, write_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("summary")
 rule = snakemake.rule
 tables = {name: read_tsv(path) for name, path in snakemake.input.items() if name != "figures"}
