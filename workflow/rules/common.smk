@@ -248,6 +248,7 @@ def final_outputs():
         "results/tables/factor_programs.tsv",
         "results/tables/paper_comparison.tsv",
         "results/summary.md",
+        "results/report.html",
         "results/figures/manifold.png",
         "results/head/fmextract_head.npz",
         *(["results/head/immune_applied.h5ad"] if "immune" in config["panels"] else []),

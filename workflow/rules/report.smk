@@ -1,8 +1,9 @@
-# Figures and tables, wrapped in report() so that `snakemake --report results/report.html` (or .zip) collects them
-# with captions.
+# The run's report, results/report.html (rule report_html: one self-contained page that leads with the answer), and
+# the figures and tables wrapped in report() so that `snakemake --report results/snakemake_report.html` (or .zip)
+# collects them with captions; its landing page carries the same headline (results/report/headline.rst).
 
 
-report: "../report/workflow.rst"
+report: "../report/workflow.rst" if os.path.exists("results/report/headline.rst") else "../report/workflow_no_run.rst"
 
 
 #: Tables of the report, in this order: results/tables/<name>.tsv -> an HTML table with this caption. Adding a table
@@ -24,7 +25,14 @@ REPORT_TABLES = {
     "parameters": "Trainable parameters of each method's readouts (median over splits).",
     "failures": "Method jobs that raised and were recorded as failed (their splits are dropped from the statistics), "
     "with the error and the job's log. Empty when every job succeeded.",
+    "attribution": "Whether a manifold gain is credited to attention: per panel, adaptor and gate, the extracted "
+    "method against each comparator, the difference with its confidence interval, and the verdict.",
 }
+
+
+def report_tables():
+    """The tables of REPORT_TABLES that some rule of this workflow makes (call once every rule is known)."""
+    return [t for t in REPORT_TABLES if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)]
 
 
 rule report_table:
@@ -61,6 +69,7 @@ rule figures:
         latent="results/validation/anchor_latent.tsv",
         compression="results/tables/compression.tsv",
         ablation="results/tables/factor_ablation.tsv",
+        validation="results/tables/manifold_validation.tsv",
     output:
         manifold=report("results/figures/manifold.png", caption="../report/manifold.rst", category="Manifold"),
         benchmark=report("results/figures/benchmark.png", caption="../report/benchmark.rst", category="Benchmark"),
@@ -69,6 +78,7 @@ rule figures:
             "results/figures/compression.png", caption="../report/compression.rst", category="Compression"
         ),
         factors=report("results/figures/factors.png", caption="../report/factors.rst", category="Interpretability"),
+        verdicts=report("results/figures/verdicts.png", caption="../report/verdicts.rst", category="Manifold"),
     log:
         "results/logs/figures.log",
     benchmark:
@@ -82,5 +92,36 @@ rule figures:
     params:
         reference=config["stats"]["reference"],
         compression_endpoint=config["compression"]["ablation_endpoints"][0],
+    script:
+        "../scripts/report.py"
+
+
+rule report_html:
+    input:
+        summary="results/tables/summary.tsv",
+        stats="results/tables/stats.tsv",
+        validation="results/tables/manifold_validation.tsv",
+        attribution=lambda wc: (["results/tables/attribution.tsv"] if "attribution" in report_tables() else []),
+        figures=rules.figures.output,
+        tables=lambda wc: [f"results/tables/{t}.tsv" for t in report_tables()],
+        pages=lambda wc: [f"results/report/{t}.html" for t in report_tables()],
+    output:
+        html="results/report.html",
+        headline="results/report/headline.rst",
+    log:
+        "results/logs/report_html.log",
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=10,
+    params:
+        reference=config["stats"]["reference"],
+        title=(
+            "fmextract run report (simulated demo)"
+            if "simulate" in config["panels"]["reference"]
+            else "fmextract run report"
+        ),
     script:
         "../scripts/report.py"
