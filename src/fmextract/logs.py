@@ -60,7 +60,7 @@ def start(job: Any) -> None:
     if marker.is_file():
         line = marker.read_text().strip()
         print(line, file=sys.stderr)
-        Path(log_path).write_text(f"{line}\n(the same job failed so before; fix the input to rerun it)\n")
+        Path(log_path).write_text(f"(the same job failed so before; fix the input to rerun it)\n{line}\n")
         sys.exit(1)
     marker.unlink(missing_ok=True)
     to_file(log_path)
@@ -72,7 +72,7 @@ def start(job: Any) -> None:
             default_hook(kind, err, tb)
             return
         line = input_error_line(job.rule, err)
-        logging.getLogger("fmextract").error("%s", line)
+        print(line, file=sys.stderr, flush=True)  # the log file
         print(line, file=console, flush=True)
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""HTML of the report: result tables as standalone pages (rule report_table) and results/report.html (rule report),
+"""HTML of the report: result tables as standalone pages (rule report_table) and results/report.html (rule report_html),
 one self-contained file whose first screen answers the question: headline sentences, the method x endpoint grid,
 the panel x gate verdict grid; then the figures (inlined) and links to every table.
 
