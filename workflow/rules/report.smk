@@ -30,11 +30,6 @@ REPORT_TABLES = {
 }
 
 
-def report_tables():
-    """The tables of REPORT_TABLES that some rule of this workflow makes (call once every rule is known)."""
-    return [t for t in REPORT_TABLES if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)]
-
-
 rule report_table:
     input:
         table="results/tables/{table}.tsv",
