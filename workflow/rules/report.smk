@@ -97,7 +97,12 @@ rule report_html:
         stats="results/tables/stats.tsv",
         validation="results/tables/manifold_validation.tsv",
         attribution=lambda wc: (["results/tables/attribution.tsv"] if "attribution" in report_tables() else []),
-        figures=rules.figures.output,
+        benchmark=rules.figures.output.benchmark,
+        verdicts=rules.figures.output.verdicts,
+        manifold=rules.figures.output.manifold,
+        runtime=rules.figures.output.runtime,
+        compression=rules.figures.output.compression,
+        factors=rules.figures.output.factors,
         tables=lambda wc: [f"results/tables/{t}.tsv" for t in report_tables()],
         pages=lambda wc: [f"results/report/{t}.html" for t in report_tables()],
     output:

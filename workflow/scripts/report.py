@@ -30,12 +30,10 @@ elif snakemake.rule == "report_html":
         tables["attribution"] = read_tsv(snakemake.input.attribution[0])
     reference = snakemake.params.reference
     sentences = headline(tables, reference=reference)
-    figures = {"Benchmark: per-split values, BH q vs the reference": snakemake.input.figures.benchmark,
-               "Manifold verdicts": snakemake.input.figures.verdicts,
-               "Manifold: anchors in the latent space": snakemake.input.figures.manifold,
-               "Runtime per method": snakemake.input.figures.runtime,
-               "Compression: size vs performance": snakemake.input.figures.compression,
-               "Factor ablation": snakemake.input.figures.factors}
+    inp = snakemake.input
+    figures = {"Benchmark: per-split values, BH q vs the reference": inp.benchmark, "Manifold verdicts": inp.verdicts,
+               "Manifold: anchors in the latent space": inp.manifold, "Runtime per method": inp.runtime,
+               "Compression: size vs performance": inp.compression, "Factor ablation": inp.factors}
     links = {os.path.basename(p).removesuffix(".tsv"): p for p in snakemake.input.tables}
     page = run_report_html(title=snakemake.params.title, sentences=sentences, reference=reference,
                            endpoint=endpoint_view(tables["summary"], tables["stats"]),
