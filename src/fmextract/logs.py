@@ -83,6 +83,14 @@ def start(job: Any) -> None:
     sys.excepthook = hook
 
 
+def input_errors_since(start: float) -> list[str]:
+    """The input-error lines of jobs that failed since `start` (epoch seconds): the end-of-run summary (onerror)."""
+    if not INPUT_ERRORS.is_dir():
+        return []
+    markers = sorted((p for p in INPUT_ERRORS.glob("*.txt") if p.stat().st_mtime >= start), key=lambda p: p.stat().st_mtime)
+    return list(dict.fromkeys(p.read_text().strip() for p in markers))
+
+
 def _duration(seconds: float) -> str:
     """1h02m03s / 2m03s / 3s."""
     h, rest = divmod(int(round(seconds)), 3600)
