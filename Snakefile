@@ -33,8 +33,4 @@ rule all:
     input:
         final_outputs(),
         # the report's tables: those of REPORT_TABLES (report.smk) that a rule makes, checked once every rule is known
-        lambda wc: [
-            f"results/report/{t}.html"
-            for t in REPORT_TABLES
-            if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)
-        ],
+        lambda wc: [f"results/report/{t}.html" for t in report_tables()],

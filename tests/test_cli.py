@@ -113,6 +113,63 @@ def test_bad_input_exits_2_with_one_line(case, files, capsys):
     assert not out.exists() and not list(files["dir"].glob(f".{case}*"))  # no output, no leftover temporary file
 
 
+@pytest.mark.parametrize("case", ["text_file", "truncated"])
+def test_unreadable_input_exits_2_with_one_line(case, files, capsys):
+    bad = files["dir"] / f"{case}.h5ad"
+    if case == "text_file":
+        bad.write_text("cell,gene,count\nc1,CD3E,4\n")
+    else:
+        bad.write_bytes(files["cells"].read_bytes()[:4000])
+    assert main(["apply", str(files["head"]), str(bad), str(files["dir"] / f"{case}_out.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{case}.h5ad: cannot be read as .h5ad" in err and "point INPUT at an AnnData .h5ad file" in err
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "missing_folder", "read_only_folder", "a_folder"])
+def test_output_path_is_checked_before_computing(case, files, capsys, monkeypatch):
+    import os
+
+    folder = files["dir"] / case
+    folder.mkdir()
+    out, expected = {
+        "under_a_file": (files["cells"] / "out.h5ad", "cells.h5ad is a file, not a folder"),
+        "missing_folder": (folder / "absent" / "out.h5ad", "does not exist (it is not created for you)"),
+        "read_only_folder": (folder / "out.h5ad", "cannot write in folder"),
+        "a_folder": (folder, "OUTPUT is a folder"),
+    }[case]
+    if case == "read_only_folder":
+        folder.chmod(0o555)
+        if os.access(folder, os.W_OK):  # root writes in any folder: use a read-only file system instead
+            out = Path("/sys/fmextract_out.h5ad")
+            try:
+                os.close(os.open(out, os.O_CREAT | os.O_WRONLY))
+                os.remove(out)
+                pytest.skip("no read-only place for this user")
+            except OSError:
+                pass
+    monkeypatch.setattr(Head, "apply", lambda *a, **k: pytest.fail("computed before checking OUTPUT"))
+    try:
+        assert main(["apply", str(files["head"]), str(files["cells"]), str(out)]) == 2
+    finally:
+        folder.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err
+    assert not (folder / "absent").exists()
+
+
+def test_applying_in_place_keeps_the_file_mode(files, capsys):
+    import os
+    import shutil
+    import stat
+
+    target = files["dir"] / "in_place.h5ad"
+    shutil.copy(files["cells"], target)
+    target.chmod(0o600)
+    assert main(["apply", str(files["head"]), str(target), str(target)]) == 0
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600 and LATENT_KEY in ad.read_h5ad(target).obsm
+
+
 def test_info_describes_the_head(files, capsys):
     assert main(["info", str(files["head"])]) == 0
     stdout = capsys.readouterr().out

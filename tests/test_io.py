@@ -58,3 +58,11 @@ def test_a_failed_write_leaves_nothing(tmp_path):
             raise RuntimeError("interrupted")
     assert read_tsv(target)["a"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["out.tsv"]
+
+
+def test_an_overwritten_file_keeps_its_mode(tmp_path):
+    target = tmp_path / "private.tsv"
+    write_tsv(pd.DataFrame({"a": [1]}), target)
+    os.chmod(target, 0o600)
+    write_tsv(pd.DataFrame({"a": [2]}), target)
+    assert mode(target) == 0o600 and read_tsv(target)["a"].tolist() == [2]

@@ -44,3 +44,39 @@ def test_disabled_progress_is_silent(caplog):
     caplog.set_level(logging.INFO)
     assert list(progress([1, 2], "x", enabled=False)) == [1, 2]
     assert lines(caplog) == []
+
+
+JOB_SCRIPT = '''
+import sys
+from types import SimpleNamespace
+from snakemake.iocontainers import Namedlist
+from fmextract import logs
+from fmextract.errors import InputError
+
+named = lambda **kw: Namedlist(fromdict=kw)
+job = SimpleNamespace(rule="prepare", wildcards=named(panel="reference"), params=named(key=sys.argv[1]),
+                      input=Namedlist(["panel.h5ad"]), log=Namedlist(["job.log"]), scriptdir=None)
+logs.start(job)
+print("computing", file=sys.__stdout__, flush=True)
+raise InputError("panel.h5ad: obs column 'donor' not found;\\n set panels.reference.donor_key")
+'''
+
+
+def test_an_input_error_is_one_line_and_a_retry_fails_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "job.py").write_text(JOB_SCRIPT)
+    (tmp_path / "panel.h5ad").write_text("x")
+    run = lambda key: subprocess.run([sys.executable, "job.py", key], cwd=tmp_path, capture_output=True, text=True,
+                                     timeout=120)
+    line = ("fmextract: input error in rule prepare: panel.h5ad: obs column 'donor' not found; set "
+            "panels.reference.donor_key")
+    first = run("a")
+    assert first.returncode == 1 and first.stderr == line + "\n" and first.stdout == "computing\n"
+    assert (tmp_path / "job.log").read_text().endswith(line + "\n")
+    retry = run("a")  # same job, same input: the same line at once, nothing recomputed
+    assert retry.returncode == 1 and retry.stderr == line + "\n" and retry.stdout == ""
+    assert "failed so before" in (tmp_path / "job.log").read_text()
+    changed = run("b")  # another config value: computed again
+    assert changed.returncode == 1 and changed.stdout == "computing\n"

@@ -50,7 +50,7 @@ def run(tmp_path_factory) -> Path:
         digests[name] = {"sha256": sha256_file(path)}
     (work / "config" / "standin_digests.yaml").write_text(yaml.safe_dump({"downloads": digests}))
     snakemake(work)
-    snakemake(work, "--report", "results/report.html")
+    snakemake(work, "--report", "results/snakemake_report.html")
     return work
 
 
@@ -72,7 +72,8 @@ def test_every_target_and_the_report(run):
     for name in ("stats.tsv", "manifold_validation.tsv", "compression.tsv", "factor_ablation.tsv", "head_screen.tsv"):
         assert len(table(run, name)) > 0, name
     assert (run / "results" / "head" / "immune_applied.h5ad").is_file()
-    assert len((run / "results" / "report.html").read_text(errors="replace")) > 10_000
+    assert len((run / "results" / "snakemake_report.html").read_text(errors="replace")) > 10_000
+    assert "Manifold verdicts" in (run / "results" / "report.html").read_text()
 
 
 def test_downloads_verified_against_pinned_digests(run):

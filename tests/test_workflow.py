@@ -337,21 +337,47 @@ def embedded_pages(html: str) -> dict[str, str]:
     return pages
 
 
+def first_screen(html: str) -> str:
+    """The page up to its first figure: what a 1400 x 1000 window shows before scrolling (headline and grids)."""
+    return html[: html.index("<img")]
+
+
+def test_the_run_ends_with_a_one_page_report(run):
+    html = (run / "results" / "report.html").read_text()
+    top = first_screen(html)
+    headline = re.search(r'<p class="caption" id="headline">(.*?)</p>', top).group(1)
+    assert re.search(r"Over 3 donor-holdout splits and \d endpoints \(paired two-sided Wilcoxon, BH q &lt; 0.05\)",
+                     headline)
+    assert "beat extracted on at least one endpoint" in headline or "no method beats extracted" in headline
+    assert "Manifold verdicts, every gate must pass: internal " in headline and "negative controls fail" in headline
+    assert top.count("<table>") == 2 and "method × endpoint" in top and "panel × gate" in top
+    assert "<td>control_null_branch</td>" in top and re.search(r'<td class="(pass|fail)">(pass|fail)</td>', top)
+    assert html.count('src="data:image/png;base64,') == 6 and 'src="figures/' not in html  # self-contained
+    assert '<a href="tables/stats.tsv">stats</a> (<a href="report/stats.html">formatted</a>)' in html
+    landing = (run / "results" / "report" / "headline.rst").read_text()
+    assert landing.startswith("Over 3 donor-holdout splits") and "``extracted``" in landing
+    summary_md = (run / "results" / "summary.md").read_text()
+    assert "**In short.** Over 3 donor-holdout splits" in summary_md
+
+
 def test_report_html_has_figures_and_tables(run):
-    snakemake(run, "--report", "results/report.html")
-    html = (run / "results" / "report.html").read_text(errors="replace")
+    snakemake(run, "--report", "results/snakemake_report.html")
+    html = (run / "results" / "snakemake_report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "manifold" in html
+    assert "Over 3 donor-holdout splits" in html  # the landing page carries the run's headline
     pages = embedded_pages(html)
     stats = pages["Stats"]
     assert "Paired two-sided Wilcoxon" in stats and "<th>q_<wbr>value</th>" in stats and "<td>crashy</td>" in stats
     assert {"Summary", "Stats donor level", "Manifold validation", "Failures", "Paper comparison"} <= set(pages)
     assert "<th>paper</th>" in pages["Paper comparison"]
+    assert not re.search(r"<td[^>]*>\d\.\d{5,}</td>", pages["Paper comparison"])  # ours at the paper's decimals
+    assert pages["Summary"].count("<tr>") < 30  # a method x endpoint grid, not 146 long-format rows
     assert "<td>split001</td>" in pages["Failures"] and "planted failure" in pages["Failures"]
 
 
 def test_report_zip_has_the_tables(run):
-    snakemake(run, "--report", "results/report.zip")
-    with zipfile.ZipFile(run / "results" / "report.zip") as zf:
+    snakemake(run, "--report", "results/snakemake_report.zip")
+    with zipfile.ZipFile(run / "results" / "snakemake_report.zip") as zf:
         names = zf.namelist()
         stats = [n for n in names if n.endswith("stats.html")]
         assert stats and any(n.endswith("report.html") for n in names), names
@@ -436,3 +462,82 @@ def test_a_crashing_method_loses_only_its_split(run):
     runtime = table(run, "runtime.tsv")
     failed = runtime[runtime["status"] == "failed"]
     assert failed[["method", "split"]].values.tolist() == [["crashy", "split001"]]
+
+
+def _bad_panels() -> dict:
+    """Bad input files of the data contract: case -> (writer of the file, config overrides, what the line names)."""
+    import anndata as ad
+
+    from conftest import toy_counts_panel
+
+    def h5ad(adata):
+        return lambda path: adata.write_h5ad(path)
+
+    def truncated(path):
+        toy_counts_panel().write_h5ad(path)
+        path.write_bytes(path.read_bytes()[:3000])
+
+    good = toy_counts_panel()
+    ensembl = good.copy()
+    ensembl.var["feature_name"] = ensembl.var_names
+    ensembl.var_names = [f"ENSG{i:011d}" for i in range(ensembl.n_vars)]
+    normalised = ad.AnnData(X=good.X.multiply(1 / good.X.sum(axis=1)).tocsr(), obs=good.obs, var=good.var)
+    zeros = good.copy()
+    zeros.layers["counts"] = zeros.layers["counts"] * 0
+    unknown = good.copy()
+    unknown.obs["cell_type"] = "alien cell"
+    return {
+        "text_file": (lambda path: path.write_text("cell\tgene\tcount\nc1\tCD3E\t4\n"), {},
+                      ["cannot be read as .h5ad", "panels.reference.path"]),
+        "truncated": (truncated, {}, ["cannot be read as .h5ad (truncated file", "panels.reference.path"]),
+        "ensembl_ids": (h5ad(ensembl), {}, ["var_names are Ensembl ids", "panels.reference.gene_symbol_column",
+                                            "'feature_name' looks like it"]),
+        "zero_cells": (h5ad(good[:0].copy()), {}, ["0 cells", "panels.reference.path"]),
+        "no_counts": (h5ad(normalised), {"counts_layer": None},
+                      ["X holds non-integer or negative values", "panels.reference.counts_layer"]),
+        "zero_counts": (h5ad(zeros), {}, ["every count in layers['counts']", "panels.reference.counts_layer"]),
+        "unknown_labels": (h5ad(unknown), {}, ["has a label in the stage table", "panels.reference.cell_type_key"]),
+        "no_donor_column": (h5ad(good), {"donor_key": "donor"}, ["obs column 'donor' not found",
+                                                                   "panels.reference.donor_key"]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_panels()))
+def test_a_data_mistake_is_one_line_at_prepare(case, tmp_path):
+    """Each bad input stops `prepare` (the first rule that reads it) with one line naming the file and the config
+    key, exit non-zero, no traceback on the console or in the log."""
+    write, overrides, expected = _bad_panels()[case]
+    work = copy_workflow(tmp_path)
+    (work / "data").mkdir()
+    write(work / "data" / "panel.h5ad")
+    cfg = yaml.safe_load((work / "config" / "tiny.yaml").read_text())
+    panel = {k: v for k, v in cfg["panels"]["reference"].items() if k != "simulate"}
+    cfg["panels"]["reference"] = {**panel, "path": "data/panel.h5ad", **overrides}
+    (work / "config" / "tiny.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(work, "--", "results/data/reference.h5ad", check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    lines = {x for x in out.splitlines() if x.startswith("fmextract: input error")}
+    assert proc.returncode != 0 and len(lines) == 1, out[-3000:]
+    line = lines.pop()
+    assert line.startswith("fmextract: input error in rule prepare: data/panel.h5ad: "), line
+    assert all(text in line for text in expected), line
+    log = (work / "results" / "logs" / "prepare" / "reference.log").read_text()
+    assert "Traceback" not in out and "Traceback" not in log and log.rstrip().endswith(line)
+
+
+def test_a_retried_input_error_fails_at_once_with_the_same_line(tmp_path):
+    """Under `retries` (a cluster profile's), the same job on the same input fails again without recomputing."""
+    write, _, _ = _bad_panels()["unknown_labels"]
+    work = copy_workflow(tmp_path)
+    (work / "data").mkdir()
+    write(work / "data" / "panel.h5ad")
+    cfg = yaml.safe_load((work / "config" / "tiny.yaml").read_text())
+    panel = {k: v for k, v in cfg["panels"]["reference"].items() if k != "simulate"}
+    cfg["panels"]["reference"] = {**panel, "path": "data/panel.h5ad"}
+    (work / "config" / "tiny.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(work, "--retries", "2", "--", "results/data/reference.h5ad", check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    lines = [x for x in out.splitlines() if x.startswith("fmextract: input error")]
+    assert proc.returncode != 0 and len(lines) >= 3 and len(set(lines)) == 1, out[-3000:]
+    log = (work / "results" / "logs" / "prepare" / "reference.log").read_text()
+    assert "failed so before" in log and "Traceback" not in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -14,6 +15,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata.abc import CSCDataset, CSRDataset
 from anndata.io import read_elem, sparse_dataset
+
+from fmextract.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -116,35 +119,67 @@ def _read_matrix(elem: h5py.Group | h5py.Dataset) -> Matrix | None:
     return None
 
 
+def _unreadable(path: str | os.PathLike, err: Exception, key: str | None) -> InputError:
+    """The one-line error of a file that is not a readable .h5ad: missing, not HDF5, truncated, or lacking obs/var."""
+    fix = f"point {key} at an AnnData .h5ad file" if key else "pass an AnnData .h5ad file"
+    if isinstance(err, FileNotFoundError):
+        return InputError(f"{path}: file not found; {fix}")
+    if isinstance(err, KeyError):
+        return InputError(f"{path}: not an AnnData .h5ad (no '{err.args[0]}' group); {fix}")
+    found = re.findall(r"\(([^()]*)\)", str(err))
+    reason = found[-1] if found else type(err).__name__
+    return InputError(f"{path}: cannot be read as .h5ad ({reason}); {fix}, or fetch it again if it is truncated")
+
+
 @contextmanager
-def open_backed(path: str | os.PathLike) -> Iterator[ad.AnnData]:
+def open_h5(path: str | os.PathLike, *, key: str | None = None) -> Iterator[h5py.File]:
+    """An .h5ad opened read-only with h5py; a missing, non-HDF5 or truncated file -> one-line InputError naming `key`
+    (the config key or argument that gave the path)."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise _unreadable(path, err, key) from None
+    with f:
+        yield f
+
+
+@contextmanager
+def open_backed(path: str | os.PathLike, *, key: str | None = None) -> Iterator[ad.AnnData]:
     """Open an .h5ad with obs/var (and uns) in memory and X plus every layer left on disk; closes the file on exit.
 
     Unlike `anndata.read_h5ad(path, backed="r")`, which keeps only X on disk and reads all layers (where raw
     counts live) into memory, nothing cells x genes is loaded until a caller reads rows of it. A `raw/X` with the
-    same genes (CELLxGENE's raw counts) is exposed as the layer "raw.X".
+    same genes (CELLxGENE's raw counts) is exposed as the layer "raw.X". A file that cannot be read as .h5ad raises
+    a one-line InputError naming `key` (see `open_h5`).
     """
-    with h5py.File(path, "r") as f:
-        obs = read_elem(f["obs"])
-        var = read_elem(f["var"])
-        uns = read_elem(f["uns"]) if "uns" in f else {}
-        X = _read_matrix(f["X"]) if "X" in f else None
-        layers = {}
-        for key in f["layers"].keys() if "layers" in f else ():
-            m = _read_matrix(f["layers"][key])
-            if m is not None:
-                layers[key] = m
-        if "raw" in f and "X" in f["raw"]:  # CELLxGENE keeps raw counts in raw.X (same genes as var)
-            raw = _read_matrix(f["raw"]["X"])
-            if raw is not None and raw.shape[1] == len(var):
-                layers["raw.X"] = raw
-        yield ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers=layers)
+    with open_h5(path, key=key) as f:
+        try:
+            obs = read_elem(f["obs"])
+            var = read_elem(f["var"])
+            uns = read_elem(f["uns"]) if "uns" in f else {}
+            X = _read_matrix(f["X"]) if "X" in f else None
+            layers = {}
+            for name in f["layers"].keys() if "layers" in f else ():
+                m = _read_matrix(f["layers"][name])
+                if m is not None:
+                    layers[name] = m
+            if "raw" in f and "X" in f["raw"]:  # CELLxGENE keeps raw counts in raw.X (same genes as var)
+                raw = _read_matrix(f["raw"]["X"])
+                if raw is not None and raw.shape[1] == len(var):
+                    layers["raw.X"] = raw
+            adata = ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers=layers)
+        except (OSError, KeyError) as err:
+            raise _unreadable(path, err, key) from None
+        yield adata
 
 
-def read_obs(path: str | os.PathLike) -> pd.DataFrame:
-    """The obs table of an .h5ad, reading nothing else."""
-    with h5py.File(path, "r") as f:
-        return read_elem(f["obs"])
+def read_obs(path: str | os.PathLike, *, key: str | None = None) -> pd.DataFrame:
+    """The obs table of an .h5ad, reading nothing else (unreadable file: one-line InputError, see `open_h5`)."""
+    with open_h5(path, key=key) as f:
+        try:
+            return read_elem(f["obs"])
+        except (OSError, KeyError) as err:
+            raise _unreadable(path, err, key) from None
 
 
 def _empty_csr_group(parent: h5py.Group, name: str, n_vars: int, *, dtype: np.dtype, compression: str | None) -> CSRDataset:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -41,15 +43,30 @@ def _open_input(path: str) -> Iterator:
 
     if not Path(path).is_file():
         raise InputError(f"{path}: input file not found; pass an existing .h5ad with raw counts")
-    opened = open_backed(path)
-    try:
-        adata = opened.__enter__()
-    except (OSError, KeyError, ValueError) as err:
-        raise InputError(f"{path}: cannot be read as .h5ad ({type(err).__name__}); pass an AnnData .h5ad file") from None
-    try:
+    with open_backed(path, key="INPUT") as adata:
         yield adata
-    finally:
-        opened.__exit__(None, None, None)
+
+
+def check_output_path(path: str) -> None:
+    """Fail before any computation if OUTPUT cannot be written: its folder is missing, is a file or is read-only,
+    or OUTPUT is a folder. Folders are never created (a typo would otherwise scatter outputs)."""
+    out = Path(path)
+    folder = out.parent
+    if out.is_dir():
+        raise InputError(f"{path}: OUTPUT is a folder; give a file name such as {out / 'cells.fmextract.h5ad'}")
+    for above in (folder, *folder.parents):
+        if above.exists() and not above.is_dir():
+            raise InputError(f"{path}: {above} is a file, not a folder; choose an OUTPUT path in a folder")
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist (it is not created for you); create it "
+                         f"(mkdir -p {folder}) or choose another OUTPUT")
+    try:  # what the atomic write will do: a temporary file beside OUTPUT (catches read-only file systems too)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", dir=folder)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write in folder {folder} ({err.strerror}); choose a writable OUTPUT "
+                         "location") from None
+    os.close(fd)
+    os.remove(probe)
 
 
 def _write_output(source: str, path: str, adata, *, annotations_only: bool) -> None:
@@ -102,6 +119,7 @@ def _apply(args: argparse.Namespace) -> int:
     from fmextract.head import LATENT_KEY, PREFIX, Head
 
     t0 = time.perf_counter()
+    check_output_path(args.output)
     head = Head.load(args.head)
     with _open_input(args.input) as adata:
         t1 = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Iterator, Sequence
 
 import anndata as ad
@@ -58,6 +59,9 @@ def validate_panel(
     leaves that to a caller that streams the counts anyway, as `prepare_panel` does). `config` is the panel's config
     section named in errors.
     """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"{source}: the panel has {adata.n_obs} cells x {adata.n_vars} genes; point {config}.path at "
+                         "a panel with cells and genes")
     for name, col in (("donor_key", donor_key), ("cell_type_key", cell_type_key), ("tissue_key", tissue_key)):
         if col is not None and col not in adata.obs.columns:
             raise InputError(
@@ -69,6 +73,8 @@ def validate_panel(
             f"{source}: var column '{gene_symbol_column}' not found (var has: {', '.join(map(str, adata.var.columns[:12]))}); "
             f"set {config}.gene_symbol_column to the column with gene symbols, or null to use var_names"
         )
+    if gene_symbol_column is None:
+        check_symbols(adata.var, source=source, key=f"{config}.gene_symbol_column")
     key = f"{config}.counts_layer"
     m, where = counts_source(adata, counts_layer, source=source, key=key)
     if check_counts:
@@ -83,6 +89,22 @@ def validate_panel(
             f"{source}: obs['{donor_key}'] has {n_donors} donor(s), fewer than data.min_donors={min_donors}; "
             f"donor-holdout benchmarks need more donors (or point {config}.donor_key at the donor column)"
         )
+
+
+#: an Ensembl gene id (ENSG00000141510, ENSMUSG..., with an optional .version)
+ENSEMBL_ID = re.compile(r"ENS[A-Z]*G\d{6,}(\.\d+)?")
+#: var columns that usually hold gene symbols (CELLxGENE: feature_name)
+SYMBOL_COLUMNS = ("feature_name", "gene_symbols", "gene_symbol", "gene_name", "gene_names", "symbol")
+
+
+def check_symbols(var: pd.DataFrame, *, source: str, key: str) -> None:
+    """Genes are matched by symbol: var_names that are mostly Ensembl ids need `key` (the var column of symbols)."""
+    names = var.index.astype(str)
+    if len(names) == 0 or np.mean([bool(ENSEMBL_ID.fullmatch(n)) for n in names[:1000]]) < 0.5:
+        return
+    hint = next((f" ('{c}' looks like it)" for c in SYMBOL_COLUMNS if c in var.columns), "")
+    raise InputError(f"{source}: var_names are Ensembl ids (e.g. {names[0]}) but genes are matched by symbol; set "
+                     f"{key} to the var column holding gene symbols{hint}")
 
 
 def _assay_filter(obs: pd.DataFrame, assay_key: str | None, keep_assays: Sequence[str] | None, *, source: str,
@@ -287,7 +309,7 @@ def prepare_panel(
     summary with n_obs, n_vars, n_donors, n_stages, n_dropped, n_dropped_assay, n_dropped_unmapped, n_coarse,
     counts_source).
     """
-    with open_backed(path) as raw:
+    with open_backed(path, key=f"{config}.path") as raw:
         keys = dict(donor_key=donor_key, cell_type_key=cell_type_key, tissue_key=tissue_key)
         validate_panel(raw, source=source, counts_layer=counts_layer, gene_symbol_column=gene_symbol_column,
                        min_donors=min_donors, check_counts=False, config=config, **keys)
@@ -301,11 +323,16 @@ def prepare_panel(
         log.info("%s: raw counts read from %s", source, where)
 
         def blocks() -> Iterator[dict[str, sp.csr_matrix]]:
+            total = 0.0
             for s, e, block in counts_blocks(m, where=where, source=source, key=key, chunk_size=chunk_size):
                 block = block[keep[s:e]]
                 if not cols.all():
                     block = block[:, cols]
+                total += float(block.sum())
                 yield {"X": log_cp10k(block, target_sum=target_sum), "counts": block}
+            if total == 0:  # raised inside the atomic write: no output is left behind
+                raise InputError(f"{source}: every count in {where} of the kept cells is 0; set {key} to the layer "
+                                 "holding the raw counts")
 
         write_h5ad_streamed(out, obs, var, blocks(), keys=("X", "counts"), uns={"log1p": {"base": None}},
                             compression=compression)
@@ -323,6 +350,7 @@ def select_gene_panel(
     vocab: Sequence[str],
     min_vocab_overlap: float,
     source: str,
+    symbol_key: str = "panels.reference.gene_symbol_column",
 ) -> list[str]:
     """Pick `n_genes` seurat_v3 HVGs on the reference donors' counts, restricted to the model vocabulary.
 
@@ -341,7 +369,8 @@ def select_gene_panel(
     if overlap < min_vocab_overlap:
         raise InputError(
             f"{source}: only {100 * overlap:.1f}% of genes are in the model vocabulary (< panel.min_vocab_overlap="
-            f"{min_vocab_overlap}); check data.gene_symbol_column (CELLxGENE files keep symbols in 'feature_name')"
+            f"{min_vocab_overlap}); check that var_names or {symbol_key} hold gene symbols of the model's vocabulary "
+            "(CELLxGENE files keep symbols in 'feature_name')"
         )
     rows = adata.obs["donor"].isin(list(reference_donors)).to_numpy()
     ref = ad.AnnData(X=read_rows(adata.layers["counts"], rows, columns=np.flatnonzero(in_vocab)),

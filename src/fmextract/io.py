@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,15 +25,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     The temporary file is private while it is written (mkstemp: 0600); before the rename it gets the permissions a
-    plain open() would give under the user's umask, so others in a shared results folder can read what the umask allows.
+    plain open() would give: an existing file's own mode (overwriting keeps it), else the user's umask, so others in a
+    shared results folder can read what the umask allows.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(os.stat(path).st_mode) if path.is_file() else umask_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, umask_mode())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

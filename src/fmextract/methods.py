@@ -30,14 +30,15 @@ import logging
 from pathlib import Path
 from types import ModuleType
 
-import anndata as ad
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from fmextract.chunks import is_on_disk, read_rows
 from fmextract.errors import InputError
-from fmextract.metrics import endpoint_metrics
-from fmextract.readouts import fit_readouts
+
+if TYPE_CHECKING:  # anndata, the metrics and the readouts are imported where used: the Snakefile imports this module
+    import anndata as ad  # for method_family alone, on every parse (each job of a cluster run parses it again)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ def split_views(
 
 def _cells(adata: ad.AnnData, *masks: np.ndarray, expression: bool) -> list[ad.AnnData]:
     """In-memory AnnData of the cells of each row mask; matrices on disk are read once for all masks together."""
+    import anndata as ad
+
+    from fmextract.chunks import is_on_disk, read_rows
+
     var = adata.var.copy()
     if not expression:
         return [ad.AnnData(obs=adata.obs[m].copy(), var=var) for m in masks]
@@ -164,6 +169,9 @@ def evaluate(
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Endpoints of one method on one split and its readout parameters; embeddings go through the shared readouts
     (fit on train donors)."""
+    from fmextract.metrics import endpoint_metrics
+    from fmextract.readouts import fit_readouts
+
     n_params: dict[str, int] = {}
     if kind == "embedding":
         readouts = fit_readouts(checked["Z_train"], train.obs, subtypes=subtypes, seed=seed)

@@ -1,4 +1,5 @@
-"""Figures of the report: manifold views, benchmark boxplots with BH marks, compression, factor ablation, runtime."""
+"""Figures of the report: manifold views, benchmark boxplots with BH marks, manifold verdicts, compression, factor
+ablation, runtime."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+
+#: box colours of the benchmark figure: the reference, the controls BH family, every other method
+BENCHMARK_COLOURS = {"reference": "#d95f02", "controls": "#7570b3", "methods": "#a6cee3"}
 
 
 def _save(fig: plt.Figure, path: str) -> None:
@@ -41,7 +47,7 @@ def manifold_views(latent: pd.DataFrame, path: str) -> None:
     axes2 = np.linalg.svd(centred, full_matrices=False)[2][:2]
     xy = centred @ axes2.T
     panels = list(dict.fromkeys(latent["panel"]))
-    fig, axes = plt.subplots(len(panels), 3, figsize=(15, 4.6 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 3, figsize=(19, 4.6 * len(panels)), squeeze=False)
     for r, panel in enumerate(panels):
         sel = (latent["panel"] == panel).to_numpy()
         for c, key in enumerate(("branch", "stage", "donor")):
@@ -51,10 +57,10 @@ def manifold_views(latent: pd.DataFrame, path: str) -> None:
             ax.set_title(f"{panel}: anchors by {key}", fontsize=11)
             ax.set_xlabel("latent axis 1")
             ax.set_ylabel("latent axis 2")
-            if len(cats) <= 14:
-                for cat, col in zip(cats, _colours(pd.Series(cats))[0]):
-                    ax.scatter([], [], c=[col], s=20, label=cat)
-                ax.legend(fontsize=7, loc="best", frameon=False)
+            for cat, col in zip(cats, _colours(pd.Series(cats))[0]):
+                ax.scatter([], [], c=[col], s=20, label=cat)
+            ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                      ncol=int(np.ceil(len(cats) / 22)), title=key, title_fontsize=7)
     fig.suptitle("Latent manifold of the frozen head (anchor = donor x tissue x stage mean)", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     _save(fig, path)
@@ -63,6 +69,7 @@ def manifold_views(latent: pd.DataFrame, path: str) -> None:
 def benchmark_boxplots(metrics: pd.DataFrame, stats: pd.DataFrame, path: str, *, reference: str) -> None:
     """One panel per endpoint: per-split values of each method; BH q of the paired test vs the reference above each box."""
     endpoints = sorted(metrics["endpoint"].unique())
+    family = stats.drop_duplicates("method").set_index("method")["family"].to_dict() if "family" in stats else {}
     ncol = 3
     nrow = int(np.ceil(len(endpoints) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
@@ -72,7 +79,8 @@ def benchmark_boxplots(metrics: pd.DataFrame, stats: pd.DataFrame, path: str, *,
         data = [sub.loc[sub["method"] == m, "value"].dropna().to_numpy() for m in order]
         box = ax.boxplot(data, patch_artist=True, widths=0.6)
         for patch, m in zip(box["boxes"], order):
-            patch.set_facecolor("#d95f02" if m == reference else "#7570b3" if m.startswith("control") else "#a6cee3")
+            patch.set_facecolor(BENCHMARK_COLOURS["reference" if m == reference else
+                                                  "controls" if family.get(m) == "controls" else "methods"])
         ax.set_xticks(range(1, len(order) + 1), order, rotation=45, ha="right", fontsize=8)
         ax.set_title(endpoint, fontsize=10)
         st = stats[stats["endpoint"] == endpoint].set_index("method")
@@ -83,8 +91,41 @@ def benchmark_boxplots(metrics: pd.DataFrame, stats: pd.DataFrame, path: str, *,
         ax.set_ylim(top=top + 0.12 * (top - min((d.min() for d in data if len(d)), default=0) + 1e-9))
     for ax in axes.ravel()[len(endpoints):]:
         ax.axis("off")
-    fig.suptitle(f"Donor-holdout benchmark (orange: {reference}; marks: BH q vs {reference}, paired Wilcoxon)", fontsize=12)
-    fig.tight_layout()
+    handles = [matplotlib.patches.Patch(facecolor=c, label=reference if k == "reference" else k)
+               for k, c in BENCHMARK_COLOURS.items()]
+    fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=9, frameon=False)
+    fig.suptitle(f"Donor-holdout benchmark (marks: BH q vs {reference}, paired Wilcoxon)", fontsize=12, x=0.3)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    _save(fig, path)
+
+
+def verdict_heatmap(validation: pd.DataFrame, path: str) -> None:
+    """Manifold verdicts: panels (and adaptors) x gates, green where the gate passes, red where it fails, with the
+    gate's value in each cell; the last column is the verdict (every gate must pass)."""
+    from fmextract.headline import verdict_grid
+
+    values, passed = verdict_grid(validation)
+    rows = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in values.index]
+    colour = {True: "#a1d99b", False: "#fc9272", None: "#f0f0f0"}
+    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * values.shape[1], 0.9 + 0.42 * len(rows)))
+    for i in range(len(rows)):
+        for j, metric in enumerate(values.columns):
+            ok = passed.iat[i, j]
+            ax.add_patch(matplotlib.patches.Rectangle((j, i), 1, 1, facecolor=colour[ok], edgecolor="white"))
+            text = ("pass" if ok else "fail") if metric == "all_gates" else f"{values.iat[i, j]:.3g}"
+            ax.text(j + 0.5, i + 0.5, text if ok is not None else "—", ha="center", va="center", fontsize=8)
+    ax.set_xlim(0, values.shape[1])
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks(np.arange(values.shape[1]) + 0.5, ["verdict" if m == "all_gates" else m for m in values.columns],
+                  rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(rows)) + 0.5, rows, fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    handles = [matplotlib.patches.Patch(facecolor=colour[True], label="pass"),
+               matplotlib.patches.Patch(facecolor=colour[False], label="fail")]
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False)
+    ax.set_title("Manifold verdicts: panel x gate", fontsize=11, pad=22)
     _save(fig, path)
 
 

@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fmextract.headline import FAMILY_ORDER, TITLES, at_paper_precision, headline
 
-#: endpoint -> short column title
-TITLES = {
-    "branch_balanced_accuracy": "branch bal. acc.", "branch_macro_f1": "branch F1",
-    "stage_balanced_accuracy": "stage bal. acc.", "stage_macro_f1": "stage F1", "cd4_cd8_auroc": "CD4/CD8 AUROC",
-    "cd4_cd8_balanced_accuracy": "CD4/CD8 bal. acc.", "mono_macro_auroc": "mono/macro AUROC",
-    "pseudotime_depth_spearman": "ρ pseudotime", "pseudotime_depth_abs_spearman": "|ρ| pseudotime",
-}
-FAMILY_ORDER = {"reference": 0, "paper": 1, "controls": 2, "extracted_variants": 3}
 DIRECT_CONTROLS = ["adaptor_raw", "raw_mlp", "raw", "control_untrained"]
 
 
@@ -161,6 +154,7 @@ def render(tables: dict[str, pd.DataFrame], *, reference: str, title: str) -> st
         f"# {title}",
         "Rendered by rule `summary_markdown` from `results/tables/*.tsv` (no number here is computed anywhere else). "
         f"Up to {n_splits} donor-holdout splits; `{reference}` is the reference of every comparison.",
+        "**In short.** " + " ".join(headline(tables, reference=reference)),
         "## Benchmark: mean over splits",
         "Grouped by BH family: `paper` = the paper's comparison (the reference vs the baselines), `controls` "
         "(control_*, adaptor_raw, raw_mlp), `extracted_variants`.",
@@ -188,6 +182,7 @@ def render(tables: dict[str, pd.DataFrame], *, reference: str, title: str) -> st
         markdown_table(verdicts(tables["validation"])),
         *attribution_section(tables.get("attribution")),
         "## Paper vs this run (`paper_comparison.tsv`)",
-        markdown_table(tables["paper_comparison"]),
+        "Ours at the decimals the paper prints.",
+        markdown_table(at_paper_precision(tables["paper_comparison"])),
     ]
     return "\n\n".join(sections) + "\n"

@@ -268,6 +268,11 @@ def one_time_benchmarks(method):
     return steps
 
 
+def report_tables():
+    """The tables of REPORT_TABLES (report.smk) that some rule of this workflow makes (call once every rule is known)."""
+    return [t for t in REPORT_TABLES if any(r.is_producer(f"results/tables/{t}.tsv") for r in workflow.rules)]
+
+
 def final_outputs():
     """Every table the default run produces."""
     return [
@@ -291,6 +296,7 @@ def final_outputs():
         "results/tables/factor_programs.tsv",
         "results/tables/paper_comparison.tsv",
         "results/summary.md",
+        "results/report.html",
         "results/figures/manifold.png",
         "results/head/fmextract_head.npz",
         *(["results/head/immune_applied.h5ad"] if "immune" in config["panels"] else []),

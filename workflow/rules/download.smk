@@ -1,4 +1,5 @@
-# Downloads (config `downloads:`, paper.yaml): fetch with resume and retries, then verify sha256 into a stamp.
+# Downloads (config `downloads:`, paper.yaml): fetch with resume and retries (inside the job: fmextract.download, so
+# a missing url or a wrong checksum fails once, with one line), then verify sha256 into a stamp.
 # Consumers read the file through ancient() plus its stamp, so touching a multi-GB file never re-triggers work,
 # and a file the user placed by hand is verified too.
 
@@ -13,7 +14,6 @@ rule download:
         path="{path}",
     log:
         "results/logs/download/{path}.log",
-    retries: 2
     conda:
         "../../envs/core.yaml"
     params:

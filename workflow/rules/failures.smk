@@ -1,8 +1,13 @@
 # Failed method jobs: results/tables/failures.tsv (also in the report); a method that failed on every split fails
-# the run with one line; every failure is listed again at the end of the run (onsuccess / onerror).
+# the run with one line; every failure is listed again at the end of the run (onsuccess / onerror), and so is every
+# input error of the run (one line each: the file, the config key, the fix).
 import sys
+import time
 
-from fmextract import failures
+from fmextract import failures, logs
+
+#: when this run started: input errors recorded since then are repeated at its end
+RUN_START = time.time()
 
 #: (info JSON, log) of every method x split job of this config
 METHOD_JOBS = [
@@ -36,3 +41,5 @@ onsuccess:
 
 onerror:
     failures.print_summary(METHOD_JOBS, file=sys.stderr)
+    for line in logs.input_errors_since(RUN_START):
+        print(line, file=sys.stderr)

@@ -7,7 +7,7 @@ import time
 from fmextract import logs
 from fmextract.chunks import open_backed
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("cache")
 start = time.perf_counter()
 

@@ -8,7 +8,7 @@ import pandas as pd
 from fmextract import data, logs, splits, stages
 from fmextract.io import write_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("data")
 rule = snakemake.rule
 

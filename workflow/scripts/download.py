@@ -11,7 +11,7 @@ from fmextract.download import checksum_mismatch, download, sha256_file
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("download")
 spec = snakemake.params.spec
 

@@ -5,7 +5,7 @@ import logging
 from fmextract import failures, logs
 from fmextract.io import write_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("failures")
 table, totals = failures.failed_jobs(zip(snakemake.input.info, snakemake.params.logs))
 for line in failures.summary(table, totals):

@@ -12,7 +12,7 @@ from fmextract.features import FeatureMap
 from fmextract.head import PREFIX, Head, build_head
 from fmextract.splits import cap_training_cells
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("head")
 
 if snakemake.rule == "export_head":

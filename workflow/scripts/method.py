@@ -8,7 +8,7 @@ from fmextract.chunks import open_backed
 from fmextract.io import read_tsv, write_json, write_tsv
 from fmextract.metrics import metrics_table
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("method")
 method, split = snakemake.wildcards.method, snakemake.wildcards.split
 spec = snakemake.params.spec

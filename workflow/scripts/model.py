@@ -10,7 +10,7 @@ import torch
 from fmextract import logs
 from fmextract.scgpt import save_scgpt
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("model")
 torch.set_num_threads(snakemake.threads)
 

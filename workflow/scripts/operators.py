@@ -11,7 +11,7 @@ import pandas as pd
 from fmextract import logs
 from fmextract.io import read_tsv, write_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("operators")
 rule = snakemake.rule
 

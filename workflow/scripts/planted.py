@@ -9,7 +9,7 @@ from fmextract.io import write_tsv
 from fmextract.planted import factor_programs
 from fmextract.stages import load_marker_programs
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("planted")
 
 fmap = FeatureMap.load(snakemake.input.feature_map)

@@ -5,12 +5,14 @@ import logging
 import pandas as pd
 
 from fmextract import logs
-from fmextract.io import atomic_path, read_tsv, write_tsv
+from fmextract.io import atomic_path, write_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("summary")
 rule = snakemake.rule
-tables = {name: read_tsv(path) for name, path in snakemake.input.items() if name != "figures"}
+# the paper's values as it prints them (their decimals set ours in summary.md)
+tables = {name: pd.read_csv(path, sep="\t", dtype={"paper": str}) for name, path in snakemake.input.items()
+          if name != "figures"}
 
 if rule == "paper_comparison":
     from fmextract.comparison import compare

@@ -17,7 +17,7 @@ from fmextract.errors import InputError
 from fmextract.features import FeatureMap
 from fmextract.io import write_tsv
 
-logs.to_file(snakemake.log[0])
+logs.start(snakemake)
 log = logging.getLogger("validation")
 cfg, acfg, seed = snakemake.params.validation, snakemake.params.adaptor, snakemake.params.seed
 gates, n_perm, min_cells = cfg["gates"], cfg["n_permutations"], snakemake.params.min_cells
