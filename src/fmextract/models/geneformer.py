@@ -1,0 +1,730 @@
+"""Geneformer in its Hugging Face layout: loading, rank-value tokenisation, per-head gene-space operators, cell
+embeddings, and the untrained and planted copies.
+
+Written from Geneformer's source (ctheodoris/Geneformer, `geneformer/tokenizer.py`, `emb_extractor.py`) without
+depending on the `geneformer` package; the network is transformers' `BertForMaskedLM`. A checkpoint folder holds
+`config.json` (a BertConfig), the weights (`model.safetensors` or `pytorch_model.bin`, read with safetensors or
+`torch.load(weights_only=True)`, never from a hub), Geneformer's token dictionary (`token_dictionary*.pkl`: Ensembl id
+-> token id, with `<pad>`, `<mask>` and, for the V2 (95M/104M) series, `<cls>`/`<eos>`) and its gene-median
+dictionary (`gene_median_dictionary*.pkl`: Ensembl id -> median non-zero normalised expression). Gene keys are
+Ensembl ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from fmextract.chunks import CHUNK_ROWS, row_blocks
+from fmextract.errors import InputError
+from fmextract.io import atomic_path
+from fmextract.logs import progress as progress_log
+from fmextract.operators import Operators, context_cells
+from fmextract.planted import _program_basis
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKEN_DICTIONARY, GENE_MEDIANS = "token_dictionary", "gene_median_dictionary"
+PAD, MASK, CLS, EOS = "<pad>", "<mask>", "<cls>", "<eos>"
+SPECIAL_TOKENS = (PAD, MASK, CLS, EOS)
+#: library size every cell is scaled to before dividing by the gene medians (Geneformer's tokenizer: 10,000)
+TARGET_SUM = 10_000
+CAPTURES = ("attention_prob", "qk_raw")
+#: Geneformer's EmbExtractor emb_layer: -1 the second-to-last layer's output (its default), 0 the last layer's
+EMB_LAYERS = (-1, 0)
+
+
+class Geneformer(nn.Module):
+    """A Geneformer checkpoint: transformers' BertForMaskedLM plus its token and gene-median dictionaries.
+
+    `checkpoint_sha256` is the weights file's hash (None for a model never saved or loaded); `meta` carries what
+    fmextract records beside the BertConfig (`untrained`, `planted`), saved in config.json under "fmextract".
+    """
+
+    def __init__(self, bert: nn.Module, token_dictionary: Mapping[str, int], gene_medians: Mapping[str, float],
+                 meta: dict | None = None):
+        super().__init__()
+        self.bert = bert
+        self.token_dictionary = {str(k): int(v) for k, v in token_dictionary.items()}
+        self.gene_medians = {str(k): float(v) for k, v in gene_medians.items()}
+        self.meta: dict = dict(meta or {})
+        self.checkpoint_sha256: str | None = None
+        self.pad_id = self.token_dictionary[PAD]
+
+    @property
+    def config(self):
+        """The BertConfig."""
+        return self.bert.config
+
+    @property
+    def nlayers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def nhead(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def input_size(self) -> int:
+        """Tokens per cell the model takes (config max_position_embeddings: 2048 for V1, 4096 for V2)."""
+        return int(self.config.max_position_embeddings)
+
+    @property
+    def special_tokens(self) -> bool:
+        """True when the dictionary has `<cls>` and `<eos>` (V2 series): they frame every cell's rank-value encoding."""
+        return CLS in self.token_dictionary and EOS in self.token_dictionary
+
+    @property
+    def vocab(self) -> list[str]:
+        """The gene keys (Ensembl ids) the model has a token and a median for."""
+        return [g for g in self.token_dictionary if g not in SPECIAL_TOKENS and g in self.gene_medians]
+
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        """Input to the first layer: word + position + token-type-0 embeddings through the embedding LayerNorm."""
+        return self.bert.bert.embeddings(input_ids=input_ids)
+
+    def iter_layers(
+        self, input_ids: Tensor, attention_mask: Tensor, *, capture: str | None = None
+    ) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        """Yield (layer, output hidden states, attention [B, H, T, T] or None) layer by layer, attention explicit.
+
+        `attention_mask` is True (1) at real tokens, as transformers takes it. `attention_prob`: softmax(q kᵀ /
+        sqrt(d_head)) with padded keys at probability 0; `qk_raw`: the pre-softmax q kᵀ / sqrt(d_head), padded keys
+        unmasked. Each layer is BERT's (post-norm) computed from its own submodules, so only one layer's attention
+        is alive at a time.
+        """
+        if capture is not None and capture not in CAPTURES:
+            raise InputError(f"capture={capture!r} is not one of {CAPTURES}; fix the call")
+        keep = attention_mask.bool()
+        x = self.embed_tokens(input_ids)
+        for index, layer in enumerate(self.bert.bert.encoder.layer):
+            x, att = _bert_layer(layer, x, keep, self.nhead, capture)
+            yield index, x, att
+
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        """transformers' hidden_states: [embedding output, layer 0 output, ..., last layer output]."""
+        states = [self.embed_tokens(input_ids)]
+        for _, x, _ in self.iter_layers(input_ids, attention_mask):
+            states.append(x)
+        return states
+
+
+def _bert_layer(layer: nn.Module, x: Tensor, keep: Tensor, nhead: int, capture: str | None) -> tuple[Tensor, Tensor | None]:
+    """One BertLayer with the attention written out (same maths as transformers' eager attention)."""
+    sa = layer.attention.self
+    B, T, E = x.shape
+    dh = E // nhead
+    q, k, v = (lin(x).reshape(B, T, nhead, dh).transpose(1, 2) for lin in (sa.query, sa.key, sa.value))
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(dh)
+    prob = torch.softmax(scores.masked_fill(~keep[:, None, None, :], float("-inf")), dim=-1)
+    ctx = (sa.dropout(prob) @ v).transpose(1, 2).reshape(B, T, E)
+    a = layer.attention.output(ctx, x)  # dense + dropout + LayerNorm(residual)
+    out = layer.output(layer.intermediate(a), a)
+    return out, prob if capture == "attention_prob" else scores if capture == "qk_raw" else None
+
+
+# ------------------------------------------------------------------------------------------------------ tokenisation
+def token_columns(keys: Sequence[str], model: Geneformer, *, source: str = "the data") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(columns of `keys` the model has a token for, their token ids, their gene medians).
+
+    Genes outside the token dictionary are left out, as Geneformer's tokenizer leaves them out; a gene with a token
+    but no median is an error of the dictionaries, and no gene in the dictionary an error of the gene keys.
+    """
+    keys = [str(k) for k in keys]
+    cols = np.array([i for i, k in enumerate(keys) if k in model.token_dictionary and k not in SPECIAL_TOKENS],
+                    dtype=np.int64)
+    if len(cols) == 0:
+        raise InputError(f"none of the {len(keys)} genes of {source} is in the Geneformer token dictionary "
+                         f"(first keys: {keys[:3]}); Geneformer keys genes by Ensembl id: point the gene key column "
+                         "at Ensembl ids (e.g. var_names of a CELLxGENE h5ad)")
+    no_median = [keys[c] for c in cols if keys[c] not in model.gene_medians]
+    if no_median:
+        raise InputError(f"{len(no_median)} gene(s) of the token dictionary have no entry in the gene-median "
+                         f"dictionary (first: {no_median[:3]}); use the gene_median_dictionary shipped with the "
+                         "same Geneformer release as its token_dictionary")
+    log.info("Geneformer tokens: %d/%d genes of %s are in the token dictionary", len(cols), len(keys), source)
+    tokens = np.array([model.token_dictionary[keys[c]] for c in cols], dtype=np.int64)
+    medians = np.array([model.gene_medians[keys[c]] for c in cols], dtype=np.float64)
+    return cols, tokens, medians
+
+
+def rank_value_order(counts, medians: np.ndarray, *, n_counts: np.ndarray | None = None,
+                     target_sum: float = TARGET_SUM, limit: int | None = None) -> list[np.ndarray]:
+    """Per cell, the column positions of its non-zero genes in Geneformer's rank order (highest first), truncated.
+
+    As Geneformer's tokenizer: counts / n_counts * target_sum / gene median, non-zero genes sorted descending.
+    `n_counts`: the cells' library sizes (default: the row sums of `counts`; Geneformer's tokenizer takes obs
+    `n_counts` or the sum over all genes of the file). Ties keep column order (a stable sort; Geneformer's
+    np.argsort leaves tied genes in an unspecified order). `limit`: the number of gene tokens kept.
+    """
+    m = sp.csr_matrix(counts, dtype=np.float64)
+    m.sum_duplicates()
+    m.sort_indices()
+    m.eliminate_zeros()
+    if m.nnz and m.data.min() < 0:
+        raise InputError("rank-value encoding got negative expression values; pass raw counts (layers['counts'] or X)")
+    if np.any(np.asarray(medians) <= 0):
+        raise InputError("the gene-median dictionary has a median <= 0; restore the gene_median_dictionary file")
+    lib = np.asarray(m.sum(axis=1)).ravel() if n_counts is None else np.asarray(n_counts, dtype=np.float64).ravel()
+    out = []
+    for i in range(m.shape[0]):
+        lo, hi = m.indptr[i], m.indptr[i + 1]
+        idx = m.indices[lo:hi]
+        if hi == lo or lib[i] <= 0:
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        value = m.data[lo:hi] / lib[i] * target_sum / medians[idx]
+        order = idx[np.argsort(-value, kind="stable")]
+        out.append(order[:limit].astype(np.int64))
+    return out
+
+
+def cell_tokens(model: Geneformer, order: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """One cell's input ids: its ranked gene tokens truncated to the input size, framed by `<cls>`/`<eos>` (V2)."""
+    if model.special_tokens:
+        ids = tokens[order[: model.input_size - 2]]
+        return np.r_[model.token_dictionary[CLS], ids, model.token_dictionary[EOS]].astype(np.int64)
+    return tokens[order[: model.input_size]].astype(np.int64)
+
+
+def pad_batch(rows: Sequence[np.ndarray], pad_id: int) -> tuple[Tensor, Tensor]:
+    """(input_ids [B, T], attention_mask [B, T], 1 at real tokens), padded with `<pad>` to the longest cell."""
+    T = max(len(r) for r in rows)
+    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), T), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def _gene_keys(adata, gene_column: str | None) -> list[str]:
+    """The AnnData's gene keys: var[gene_column] or var_names, as strings."""
+    if gene_column is not None and gene_column not in adata.var.columns:
+        raise InputError(f"AnnData var has no column {gene_column!r} (var has: {', '.join(map(str, adata.var.columns[:12]))}); "
+                         "set the gene key column to the one holding Ensembl ids, or null for var_names")
+    return [str(g) for g in (adata.var[gene_column] if gene_column else adata.var_names)]
+
+
+# -------------------------------------------------------------------------------------------------------- operators
+def export_operators(
+    model: Geneformer, adata, *, genes: Sequence[str], n_context: int, definition: str = "attention_prob", seed: int = 0,
+    batch_size: int = 16, gene_column: str | None = None, counts_layer: str = "counts", progress: bool = True,
+) -> Operators:
+    """Each head's attention between the panel `genes` (Ensembl ids), averaged over `n_context` seeded cells.
+
+    Cells: `operators.context_cells(n_obs, n_context, seed)`, as for scGPT. Each cell is tokenised as Geneformer does
+    over all of the AnnData's genes in the token dictionary (layers[counts_layer] if present, else X; library size =
+    the cell's total counts), so each cell orders its genes differently and holds only its expressed ones. A head's
+    attention between sequence positions is mapped back to genes: entry (g, k) of cell c is the attention from the
+    position of gene g to that of gene k. A panel gene absent from a cell (not expressed, or truncated away) adds
+    nothing to that cell's term, and so does attention to special tokens and to genes outside the panel. As for
+    scGPT the per-cell terms are summed and divided by the number of context cells; `attention_prob` rows are then
+    renormalised to 1 (a panel gene expressed in no context cell keeps a zero row), `qk_raw` is not.
+    """
+    if definition not in CAPTURES:
+        raise InputError(f"operators definition={definition!r} is not a forward-pass definition {CAPTURES}; "
+                         "weights-only definitions are read by weights_operators; fix config operators.definition")
+    if n_context < 1 or batch_size < 1:
+        raise InputError(f"n_context={n_context} and batch_size={batch_size} must be >= 1")
+    panel = _panel_ids(model, genes)
+    keys = _gene_keys(adata, gene_column)
+    if len(set(keys)) != len(keys):
+        raise InputError("AnnData gene keys are not unique; sum duplicated Ensembl ids (as Geneformer's tokenizer does) "
+                         "or pick a unique key column")
+    position = pd.Index(keys)
+    absent = [g for g in panel if g not in position]
+    if absent:
+        raise InputError(f"{len(absent)} of {len(panel)} panel genes are not in the AnnData (first 10: {absent[:10]}); "
+                         "use the panel built from this dataset")
+    if adata.n_obs == 0:
+        raise InputError("export_operators: the AnnData has no cells; check the reference donor selection")
+    cols, tokens, medians = token_columns(keys, model, source="the context cells")
+    panel_of_col = np.full(len(cols), -1, dtype=np.int64)  # token column -> panel row, -1 outside the panel
+    where = {g: i for i, g in enumerate(panel)}
+    for j, c in enumerate(cols):
+        panel_of_col[j] = where.get(keys[c], -1)
+    picked = context_cells(adata.n_obs, n_context, seed)
+    source = adata.layers[counts_layer] if counts_layer in adata.layers else adata.X
+    device = next(model.parameters()).device
+    L, H, G = model.nlayers, model.nhead, len(panel)
+    acc = torch.zeros(L, H, G, G, dtype=torch.float64, device=device)
+    offset = 1 if model.special_tokens else 0
+    model.eval()
+    with torch.no_grad():
+        for start in progress_log(range(0, len(picked), batch_size), f"Geneformer operators ({definition}, cell batches)",
+                                  enabled=progress):
+            block = sp.csr_matrix(source[picked[start : start + batch_size]], dtype=np.float64)
+            lib = np.asarray(block.sum(axis=1)).ravel()
+            orders = rank_value_order(block[:, cols], medians, n_counts=lib, limit=_gene_slots(model))
+            rows = [cell_tokens(model, o, tokens) for o in orders]
+            _check_nonempty(rows, model, picked[start : start + batch_size])
+            ids, mask = pad_batch(rows, model.pad_id)
+            # per cell: sequence positions of its panel genes and their panel rows
+            maps = []
+            for o in orders:
+                g = panel_of_col[o]
+                pos = np.flatnonzero(g >= 0)
+                maps.append((torch.as_tensor(pos + offset, device=device), torch.as_tensor(g[pos], device=device)))
+            for layer, _, att in model.iter_layers(ids.to(device), mask.to(device), capture=definition):
+                for b, (pos, g) in enumerate(maps):
+                    if len(pos):
+                        acc[layer][:, g[:, None], g[None, :]] += att[b][:, pos[:, None], pos[None, :]].double()
+    acc /= len(picked)
+    if definition == "attention_prob":
+        total = acc.sum(-1, keepdim=True)
+        acc = torch.where(total > 0, acc / total.clamp(min=1e-300), acc)
+    return Operators(
+        operators=acc.float().cpu().numpy(), genes=list(panel), definition=definition,
+        checkpoint_sha256=model.checkpoint_sha256,
+        meta={"n_context": int(len(picked)), "seed": int(seed), "model": "geneformer", "input_size": model.input_size,
+              "tokens": "Geneformer rank-value encoding of each cell's expressed genes"
+                        + (" framed by <cls>/<eos>" if model.special_tokens else ""),
+              "absent_gene": "contributes nothing to the cell's term; sums divided by the number of context cells",
+              "scale": "1/sqrt(d_head)"},
+    )
+
+
+def _gene_slots(model: Geneformer) -> int:
+    """Gene tokens per cell: the input size, less `<cls>` and `<eos>` when the model has them."""
+    return model.input_size - (2 if model.special_tokens else 0)
+
+
+def _check_nonempty(rows: Sequence[np.ndarray], model: Geneformer, which) -> None:
+    """A cell with no gene token (no counts on the dictionary's genes) cannot be encoded: one line naming it."""
+    empty = [int(w) for w, r in zip(which, rows) if len(r) == (2 if model.special_tokens else 0)]
+    if empty:
+        raise InputError(f"{len(empty)} cell(s) (rows {empty[:5]}) have no counts on any gene of the Geneformer token "
+                         "dictionary; filter empty cells (scanpy.pp.filter_cells(min_counts=1)) first")
+
+
+def _panel_ids(model: Geneformer, genes: Sequence[str]) -> list[str]:
+    """The panel genes as strings, each checked against the token and median dictionaries."""
+    genes = [str(g) for g in genes]
+    if len(set(genes)) != len(genes):
+        raise InputError("the gene panel has duplicate genes; deduplicate the panel file")
+    missing = [g for g in genes if g not in model.token_dictionary or g in SPECIAL_TOKENS]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(genes)} panel genes are not in the Geneformer token dictionary "
+                         f"(first: {missing[:5]}); build the panel from genes the model keys (Ensembl ids)")
+    no_median = [g for g in genes if g not in model.gene_medians]
+    if no_median:
+        raise InputError(f"{len(no_median)} panel genes have no gene median (first: {no_median[:5]}); use the "
+                         "gene_median_dictionary of the same Geneformer release")
+    return genes
+
+
+def gene_space(model: Geneformer, genes: Sequence[str]) -> Tensor:
+    """E: the panel genes' token embeddings + the token-type-0 embedding, through the embedding LayerNorm, float64.
+
+    Position embeddings are left out: in Geneformer a gene's position is its rank in the cell, not part of the gene,
+    so a weights-only reading has none to add. (Every token of Geneformer's input gets token type 0.)
+    """
+    ids = torch.as_tensor([model.token_dictionary[g] for g in _panel_ids(model, genes)])
+    emb = model.bert.bert.embeddings
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        x = emb.word_embeddings(ids.to(device)) + emb.token_type_embeddings.weight[0]
+        return emb.LayerNorm(x).double()
+
+
+def qk_weights(model: Geneformer, genes: Sequence[str]) -> Operators:
+    """Weights-only: A[l, h] = row-softmax((E W_Q + b_Q)(E W_K + b_K)ᵀ / sqrt(d_head)) over the panel genes (`gene_space` E)."""
+
+    def per_layer(E, sa, H, dh):
+        q = (E @ sa.query.weight.double().T + sa.query.bias.double()).reshape(len(E), H, dh).transpose(0, 1)
+        k = (E @ sa.key.weight.double().T + sa.key.bias.double()).reshape(len(E), H, dh).transpose(0, 1)
+        return torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dh), dim=-1)
+
+    return _weights_operators(model, genes, "qk_weights", per_layer)
+
+
+def ov_weights(model: Geneformer, genes: Sequence[str]) -> Operators:
+    """Weights-only: A[l, h] = (E W_V W_O) Eᵀ / d_model, head h's value slice and out-projection columns, no biases."""
+
+    def per_layer(E, sa, H, dh, layer):
+        d = H * dh
+        v = (E @ sa.value.weight.double().T).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
+        w_o = layer.attention.output.dense.weight.double().T.reshape(H, dh, d)  # head h's rows of W_Oᵀ
+        return (v @ w_o) @ E.T / d
+
+    return _weights_operators(model, genes, "ov_weights", per_layer, with_layer=True)
+
+
+def _weights_operators(model: Geneformer, genes: Sequence[str], definition: str, per_layer, *,
+                       with_layer: bool = False) -> Operators:
+    """Stack per_layer(E, self-attention, H, dh[, layer]) -> [H, G, G] over layers into an Operators record."""
+    E = gene_space(model, genes)
+    H, dh = model.nhead, model.d_model // model.nhead
+    model.eval()
+    with torch.no_grad():
+        ops = torch.stack([
+            (per_layer(E, layer.attention.self, H, dh, layer) if with_layer else per_layer(E, layer.attention.self, H, dh))
+            .float() for layer in model.bert.bert.encoder.layer
+        ])
+    return Operators(
+        operators=ops.cpu().numpy(), genes=[str(g) for g in genes], definition=definition,
+        checkpoint_sha256=model.checkpoint_sha256,
+        meta={"model": "geneformer", "tokens": "panel gene token embeddings + token type 0 through the embedding "
+              "LayerNorm; position embeddings left out; no data",
+              "scale": "1/sqrt(d_head)" if definition == "qk_weights" else "1/d_model"},
+    )
+
+
+def weights_operators(model: Geneformer, genes: Sequence[str], definition: str) -> Operators:
+    """The weights-only operators of `definition` (qk_weights or ov_weights)."""
+    readers = {"qk_weights": qk_weights, "ov_weights": ov_weights}
+    if definition not in readers:
+        raise InputError(f"operators definition={definition!r} is not weights-only {tuple(readers)}; "
+                         "use export_operators for forward-pass definitions")
+    return readers[definition](model, genes)
+
+
+# ------------------------------------------------------------------------------------------------------- embeddings
+def embed_cells(
+    model: Geneformer, adata, *, gene_column: str | None = None, counts_layer: str = "counts", emb_layer: int = -1,
+    batch_size: int = 32, out=None, progress: bool = True, chunk_size: int = CHUNK_ROWS,
+) -> np.ndarray:
+    """Cell embeddings as Geneformer's EmbExtractor computes them by default: the mean of one layer's gene states.
+
+    Layer: transformers' hidden_states[n_layers + emb_layer], emb_layer -1 (Geneformer's default: the second-to-last
+    layer's output) or 0 (the last layer's). The mean runs over the cell's gene tokens only (`<cls>`, `<eos>` and
+    padding excluded). Tokenisation has no random draw, so a cell's embedding depends on its counts alone, not on its
+    batch. Counts on disk are read `chunk_size` rows at a time; `out` (e.g. an h5py dataset) receives the rows.
+    """
+    if emb_layer not in EMB_LAYERS:
+        raise InputError(f"emb_layer={emb_layer} is not one of {EMB_LAYERS} (Geneformer: -1 second-to-last layer, "
+                         "0 last layer); fix the Geneformer embedding layer in the config")
+    keys = _gene_keys(adata, gene_column)
+    cols, tokens, medians = token_columns(keys, model, source="the cells to embed")
+    X = adata.layers[counts_layer] if counts_layer in adata.layers else adata.X
+    n = adata.n_obs
+    if out is None:
+        out = np.zeros((n, model.d_model), dtype=np.float32)
+    which = model.nlayers + emb_layer
+    first = 1 if model.special_tokens else 0
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        for c0, c1, block in progress_log(row_blocks(X, chunk_size=chunk_size), f"Geneformer embeddings ({n:,} cells)",
+                                          total=-(-n // chunk_size), enabled=progress):
+            block = sp.csr_matrix(block, dtype=np.float64)
+            lib = np.asarray(block.sum(axis=1)).ravel()
+            orders = rank_value_order(block[:, cols], medians, n_counts=lib, limit=_gene_slots(model))
+            rows = [cell_tokens(model, o, tokens) for o in orders]
+            _check_nonempty(rows, model, range(c0, c1))
+            chunk = np.empty((c1 - c0, model.d_model), dtype=np.float32)
+            for s in range(0, len(rows), batch_size):
+                part = rows[s : s + batch_size]
+                ids, mask = pad_batch(part, model.pad_id)
+                h = model.hidden_states(ids.to(device), mask.to(device))[which]
+                genes_only = mask.clone().to(device)
+                genes_only[:, :first] = 0
+                for i, r in enumerate(part):  # drop <eos> (the last real token) from the mean
+                    if model.special_tokens:
+                        genes_only[i, len(r) - 1] = 0
+                w = genes_only.unsqueeze(-1).to(h.dtype)
+                chunk[s : s + len(part)] = ((h * w).sum(1) / w.sum(1).clamp(min=1)).float().cpu().numpy()
+            out[c0:c1] = chunk
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- checkpoints
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _find_one(directory: Path, stem: str) -> Path:
+    """The one `<stem>*.pkl` of a checkpoint folder (Geneformer's releases suffix them, e.g. `_gc104M`)."""
+    found = sorted(directory.glob(f"{stem}*.pkl"))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
+        raise InputError(f"{directory}: {what} {stem}*.pkl file; copy exactly one {stem} pickle of the Geneformer "
+                         "release (geneformer/ in its repository) into the checkpoint folder")
+    return found[0]
+
+
+def _read_dictionary(path: Path, kind: type) -> dict:
+    """A Geneformer dictionary pickle (str -> kind), with one-line errors."""
+    try:
+        with open(path, "rb") as fh:
+            obj = pickle.load(fh)
+    except Exception as err:  # truncated file, not a pickle, a class we do not have...
+        raise InputError(f"{path}: cannot read the dictionary ({type(err).__name__}); restore the pickle from the "
+                         "Geneformer release") from None
+    if not isinstance(obj, dict) or not obj:
+        raise InputError(f"{path}: expected a non-empty dict (Ensembl id -> {kind.__name__}); restore the file")
+    try:
+        return {str(k): kind(v) for k, v in obj.items()}
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: values must be {kind.__name__}s (Ensembl id -> {kind.__name__}); restore the file") from None
+
+
+def read_dictionaries(directory: str | os.PathLike) -> tuple[dict[str, int], dict[str, float]]:
+    """(token dictionary, gene-median dictionary) of a Geneformer checkpoint folder, checked."""
+    directory = Path(directory)
+    tok_path = _find_one(directory, TOKEN_DICTIONARY)
+    tokens = _read_dictionary(tok_path, int)
+    for special in (PAD, MASK):
+        if special not in tokens:
+            raise InputError(f"{tok_path}: key {special!r} missing; Geneformer's token dictionary has <pad> and "
+                             "<mask>: use the file of the release")
+    if (CLS in tokens) != (EOS in tokens):
+        raise InputError(f"{tok_path}: has only one of <cls>/<eos>; the V2 dictionary has both, V1 neither")
+    if len(set(tokens.values())) != len(tokens):
+        raise InputError(f"{tok_path}: token ids are not unique; restore the file")
+    return tokens, _read_dictionary(_find_one(directory, GENE_MEDIANS), float)
+
+
+def _read_weights(directory: Path) -> tuple[dict[str, Tensor], Path]:
+    """The state dict from model.safetensors or pytorch_model.bin, one line per failure."""
+    path = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
+    if path is None:
+        raise InputError(f"{directory}: no {' or '.join(WEIGHT_FILES)}; copy the Geneformer model's weights file "
+                         "beside its config.json")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or corrupt file
+        raise InputError(f"{path}: cannot read the weights ({type(err).__name__}); the file is truncated or corrupt, "
+                         "download it again") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InputError(f"{path}: expected a state dict (parameter name -> tensor); save model.state_dict()")
+    return state, path
+
+
+def load_geneformer(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Geneformer:
+    """Load a Geneformer checkpoint folder (config.json, weights, token and gene-median dictionaries), eval mode.
+
+    Strict on the encoder (`bert.*`: missing, unexpected or mis-shaped keys -> InputError); the masked-LM head is
+    loaded when present (it is not used for operators or embeddings); other heads are logged and ignored.
+    """
+    from transformers import BertConfig, BertForMaskedLM
+
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise InputError(f"{config_path}: not found; a Geneformer checkpoint folder holds config.json, the weights and "
+                         "its token_dictionary / gene_median_dictionary pickles")
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{config_path}: not valid JSON; restore the file") from None
+    needed = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "max_position_embeddings")
+    missing = [k for k in needed if k not in raw]
+    if missing or raw.get("model_type", "bert") != "bert":
+        raise InputError(f"{config_path}: not a BERT config (missing {missing} or model_type "
+                         f"{raw.get('model_type')!r}); use the config.json of the Geneformer model")
+    tokens, medians = read_dictionaries(directory)
+    if max(tokens.values()) >= raw["vocab_size"]:
+        raise InputError(f"{config_path}: vocab_size {raw['vocab_size']} is smaller than the token dictionary's largest "
+                         f"id {max(tokens.values())}; the dictionary belongs to another Geneformer release")
+    meta = raw.pop("fmextract", {})
+    config = BertConfig.from_dict(raw)
+    config._attn_implementation = "eager"
+    bert = BertForMaskedLM(config)
+    state, path = _read_weights(directory)
+    state = {k if k.startswith(("bert.", "cls.")) else f"bert.{k}": v for k, v in state.items()}  # a bare BertModel
+    own = bert.state_dict()
+    core = [k for k in own if k.startswith("bert.")]
+    lost = [k for k in core if k not in state]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in core if k in state and state[k].shape != own[k].shape]
+    if lost or shapes:
+        detail = f"missing {len(lost)} key(s) {lost[:4]}" if lost else f"wrong shape {shapes[:3]}"
+        raise InputError(f"{path}: weights do not match config.json ({detail}); use the config.json shipped with them")
+    load = {k: state[k] for k in core}
+    head = [k for k in own if k.startswith("cls.")]
+    if all(k in state and state[k].shape == own[k].shape for k in head):
+        load.update({k: state[k] for k in head})
+    ignored = sorted({k.split(".")[0] for k in state if k not in own and not k.endswith("position_ids")})
+    if ignored:
+        log.info("%s: ignoring weights not used here: %s", path, ", ".join(ignored))
+    bert.load_state_dict(load, strict=False)
+    model = Geneformer(bert, tokens, medians, meta)
+    model.checkpoint_sha256 = _sha256(path)
+    return model.to(device).eval()
+
+
+def save_geneformer(model: Geneformer, directory: str | os.PathLike) -> None:
+    """Write the Hugging Face layout: config.json (+ fmextract's meta), model.safetensors, the two dictionary pickles.
+
+    Atomic per file; sets model.checkpoint_sha256 to the new weights file's hash.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_dict()
+    config.pop("_attn_implementation_autoset", None)
+    config = {**config, "architectures": ["BertForMaskedLM"], "fmextract": model.meta}
+    with atomic_path(directory / CONFIG_FILE) as tmp:
+        Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.bert.state_dict().items()}
+    with atomic_path(directory / WEIGHT_FILES[0]) as tmp:
+        save_file(state, tmp)
+    for stem, obj in ((TOKEN_DICTIONARY, model.token_dictionary), (GENE_MEDIANS, model.gene_medians)):
+        with atomic_path(directory / f"{stem}.pkl") as tmp:
+            with open(tmp, "wb") as fh:
+                pickle.dump(dict(obj), fh)
+    model.checkpoint_sha256 = _sha256(directory / WEIGHT_FILES[0])
+
+
+# ---------------------------------------------------------------------------------- fresh, untrained, planted copies
+def demo_ensembl_ids(symbols: Sequence[str]) -> list[str]:
+    """Deterministic Ensembl-shaped ids for the simulator's gene symbols (`ENSG9` + 10 digits of blake2b(symbol)).
+
+    The leading 9 keeps them apart from every real human gene id (ENSG00000...). For the demo only: real data
+    carries its own Ensembl ids.
+    """
+    out = []
+    for s in symbols:
+        digest = int.from_bytes(hashlib.blake2b(str(s).encode(), digest_size=8).digest(), "little")
+        out.append(f"ENSG9{digest % 10**10:010d}")
+    if len(set(out)) != len(out):
+        raise InputError("demo_ensembl_ids: two symbols map to one id; make the symbols unique")
+    return out
+
+
+def build_dictionaries(keys: Sequence[str], counts, *, special_tokens: bool = True,
+                       target_sum: float = TARGET_SUM) -> tuple[dict[str, int], dict[str, float]]:
+    """A token dictionary over `keys` (`<pad>` 0, `<mask>` 1, then `<cls>`/`<eos>` when special_tokens) and the
+    gene-median dictionary from `counts` (cells x keys): each gene's median non-zero value of counts / library size
+    * target_sum, as Geneformer's medians were computed over its corpus (a gene never expressed gets 1)."""
+    keys = [str(k) for k in keys]
+    if len(set(keys)) != len(keys):
+        raise InputError("build_dictionaries: duplicate gene keys; make them unique")
+    tokens = {PAD: 0, MASK: 1}
+    if special_tokens:
+        tokens.update({CLS: 2, EOS: 3})
+    tokens.update({k: len(tokens) + i for i, k in enumerate(keys)})
+    m = sp.csr_matrix(counts, dtype=np.float64)
+    lib = np.asarray(m.sum(axis=1)).ravel()
+    norm = sp.csc_matrix(sp.diags(np.where(lib > 0, target_sum / np.maximum(lib, 1e-300), 0.0)) @ m)
+    medians = {}
+    for j, k in enumerate(keys):
+        col = norm.data[norm.indptr[j] : norm.indptr[j + 1]]
+        col = col[col > 0]
+        medians[k] = float(np.median(col)) if len(col) else 1.0
+    return tokens, medians
+
+
+def _fresh_bert(config, seed: int) -> nn.Module:
+    """A BertForMaskedLM of `config` initialised as transformers initialises it, seeded, global RNG untouched."""
+    from transformers import BertForMaskedLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        bert = BertForMaskedLM(config)
+    return bert.eval()
+
+
+def build_geneformer(
+    token_dictionary: Mapping[str, int], gene_medians: Mapping[str, float], *, d_model: int, nhead: int, d_hid: int,
+    nlayers: int, input_size: int, seed: int,
+) -> Geneformer:
+    """A fresh Geneformer-architecture model (BertForMaskedLM, Geneformer's BERT settings: GELU, post-norm, absolute
+    positions, dropout 0.02) over `token_dictionary`, seeded."""
+    from transformers import BertConfig
+
+    if d_model % nhead:
+        raise InputError(f"d_model {d_model} is not divisible by nhead {nhead}; fix the Geneformer demo sizes")
+    config = BertConfig(
+        vocab_size=max(token_dictionary.values()) + 1, hidden_size=d_model, num_hidden_layers=nlayers,
+        num_attention_heads=nhead, intermediate_size=d_hid, hidden_act="gelu", max_position_embeddings=input_size,
+        hidden_dropout_prob=0.02, attention_probs_dropout_prob=0.02, initializer_range=0.02, layer_norm_eps=1e-12,
+        pad_token_id=token_dictionary[PAD], type_vocab_size=2,
+    )
+    config._attn_implementation = "eager"
+    return Geneformer(_fresh_bert(config, seed), token_dictionary, gene_medians, {"seed": seed})
+
+
+def untrained_copy(model: Geneformer, *, seed: int) -> Geneformer:
+    """The same BertConfig and dictionaries with fresh seeded weights: the untrained-model control."""
+    meta = {**{k: v for k, v in model.meta.items() if k != "planted"}, "seed": seed, "untrained": True}
+    return Geneformer(_fresh_bert(model.config, seed), model.token_dictionary, model.gene_medians, meta)
+
+
+def planted_copy(
+    model: Geneformer, programs: Mapping[str, Sequence[str]], *, layer: int, head: int, seed: int, logit_gap: float,
+) -> tuple[Geneformer, dict[str, str]]:
+    """The positive control: `untrained_copy(model, seed)` with head (layer, head) attending within marker programs.
+
+    As for scGPT (fmextract.planted): a d_head-dimensional mean-zero subspace U of the embedding space is cleared from
+    every gene token, position and token-type embedding, a program gene gets its program's code `s · U c_p` added
+    (s: the norm of its remaining token embedding), and the head reads U alone (W_Q = W_K = κ Uᵀ, zero biases), κ
+    set so the median same-program logit on `gene_space` equals `logit_gap`. `programs` are keyed as the model is
+    (Ensembl ids). Returns the model (meta records the head, programs and κ) and the gene -> program map used.
+    """
+    if not 0 <= layer < model.nlayers or not 0 <= head < model.nhead:
+        raise InputError(f"model.planted: head L{layer}H{head} is not in the checkpoint's {model.nlayers} layers x "
+                         f"{model.nhead} heads; fix model.planted.layer / head")
+    if logit_gap <= 0:
+        raise InputError(f"model.planted.logit_gap={logit_gap} must be > 0")
+    planted = untrained_copy(model, seed=seed)
+    member: dict[str, str] = {}
+    for name, genes in programs.items():
+        for g in genes:
+            if str(g) in planted.token_dictionary and str(g) not in SPECIAL_TOKENS:
+                member.setdefault(str(g), str(name))
+    names = sorted(set(member.values()))
+    if len(names) < 2:
+        raise InputError(f"planted head: {len(names)} marker program(s) have genes in the token dictionary; at least 2 "
+                         "are needed (check the marker programs' gene keys against the model's Ensembl ids)")
+    d, H = planted.d_model, planted.nhead
+    dh = d // H
+    U, codes = _program_basis(d, dh, len(names), np.random.default_rng(seed))
+    emb = planted.bert.bert.embeddings
+    with torch.no_grad():
+        words = emb.word_embeddings.weight.double().numpy().copy()
+        genes = [planted.token_dictionary[g] for g in planted.token_dictionary if g not in SPECIAL_TOKENS]
+        words[genes] -= (words[genes] @ U) @ U.T
+        for g, p in member.items():
+            i = planted.token_dictionary[g]
+            words[i] += np.linalg.norm(words[i]) * (U @ codes[names.index(p)])
+        emb.word_embeddings.weight.copy_(torch.from_numpy(words))
+        for table in (emb.position_embeddings, emb.token_type_embeddings):
+            w = table.weight.double().numpy()
+            table.weight.copy_(torch.from_numpy(w - (w @ U) @ U.T))
+        marked = sorted(member)
+        proj = gene_space(planted, marked).numpy() @ U
+        label = np.array([names.index(member[g]) for g in marked])
+        same = (label[:, None] == label[None, :]) & ~np.eye(len(marked), dtype=bool)
+        if not same.any():
+            raise InputError("planted head: no marker program has 2 genes in the token dictionary; check the programs")
+        kappa = math.sqrt(logit_gap * math.sqrt(dh) / float(np.median((proj @ proj.T)[same])))
+        sa = planted.bert.bert.encoder.layer[layer].attention.self
+        rows = slice(head * dh, (head + 1) * dh)
+        for lin in (sa.query, sa.key):
+            lin.weight[rows] = torch.from_numpy(kappa * U.T).to(lin.weight.dtype)
+            lin.bias[rows] = 0.0
+    planted.meta = {**{k: v for k, v in planted.meta.items() if k != "untrained"},
+                    "planted": {"layer": layer, "head": head, "seed": seed, "logit_gap": logit_gap, "kappa": kappa,
+                                "programs": names, "n_genes": len(member)}}
+    log.info("planted Geneformer L%dH%d on %d genes of %d programs (kappa %.3f)", layer, head, len(member), len(names), kappa)
+    return planted, member
