@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from fmextract.errors import InputError
-from fmextract.scgpt import (
+from fmextract.models.scgpt import (
     ScGPT,
     binning,
     build_demo_model,

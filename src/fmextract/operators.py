@@ -22,7 +22,7 @@ import torch
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.logs import progress as progress_log
-from fmextract.scgpt import CAPTURES, ScGPT, binning, gene_ids_for, tokenize_all_genes
+from fmextract.models.scgpt import CAPTURES, ScGPT, binning, gene_ids_for, tokenize_all_genes
 
 log = logging.getLogger(__name__)
 FORMAT = "fmextract-operators/1"

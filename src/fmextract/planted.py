@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fmextract.errors import InputError
-from fmextract.scgpt import SPECIAL_TOKENS, ScGPT, untrained_copy
+from fmextract.models.scgpt import SPECIAL_TOKENS, ScGPT, untrained_copy
 
 log = logging.getLogger(__name__)
 

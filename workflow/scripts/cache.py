@@ -14,7 +14,7 @@ start = time.perf_counter()
 if snakemake.rule == "embed_cells":
     import torch
 
-    from fmextract.scgpt import embed_to_cache, load_scgpt, resolve_device
+    from fmextract.models.scgpt import embed_to_cache, load_scgpt, resolve_device
 
     torch.set_num_threads(snakemake.threads)
     cfg = snakemake.params.model

@@ -8,7 +8,7 @@ import os
 import torch
 
 from fmextract import logs
-from fmextract.scgpt import save_scgpt
+from fmextract.models.scgpt import save_scgpt
 
 logs.to_file(snakemake.log[0])
 log = logging.getLogger("model")
@@ -16,7 +16,7 @@ torch.set_num_threads(snakemake.threads)
 
 if snakemake.rule == "planted_model":
     from fmextract.planted import planted_copy
-    from fmextract.scgpt import load_scgpt
+    from fmextract.models.scgpt import load_scgpt
     from fmextract.stages import load_marker_programs
 
     cfg = snakemake.params.planted
@@ -29,7 +29,7 @@ if snakemake.rule == "planted_model":
     save_scgpt(model, os.path.dirname(snakemake.output["best_model.pt"]), vocab=model.vocab, args=model.config)
 
 elif snakemake.rule == "untrained_model":
-    from fmextract.scgpt import load_scgpt, untrained_copy
+    from fmextract.models.scgpt import load_scgpt, untrained_copy
 
     trained = load_scgpt(os.path.dirname(snakemake.input["best_model.pt"]))
     model = untrained_copy(trained, seed=snakemake.params.seed)
@@ -43,7 +43,7 @@ else:
     import pandas as pd
 
     from fmextract.io import write_tsv
-    from fmextract.scgpt import build_demo_model, pretrain, resolve_device
+    from fmextract.models.scgpt import build_demo_model, pretrain, resolve_device
 
     cfg = snakemake.params.pretrain
     with open(snakemake.input.reference_donors) as fh:

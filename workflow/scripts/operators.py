@@ -66,7 +66,7 @@ if rule == "export_operators":
     from fmextract.operators import (
         WEIGHT_DEFINITIONS, context_cells, export_operators, save_operators, weights_operators,
     )
-    from fmextract.scgpt import load_scgpt, resolve_device
+    from fmextract.models.scgpt import load_scgpt, resolve_device
 
     torch.set_num_threads(snakemake.threads)
     cfg, definition = snakemake.params.operators, snakemake.wildcards.definition

@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")
 STRICT_PREFIXES = ("encoder.", "value_encoder.", "transformer_encoder.")
-ARGS_FILE, VOCAB_FILE, MODEL_FILE = "args.json", "vocab.json", "best_model.pt"
+#: the checkpoint folder, as scGPT ships it (read as plain literals by fmextract.models.layout: keep them literal)
+CHECKPOINT_FILES = ("args.json", "vocab.json", "best_model.pt")
+VOCABULARY_FILE = "vocab.json"
+ARGS_FILE, VOCAB_FILE, MODEL_FILE = CHECKPOINT_FILES
 # flash-attn-era parameter names -> standard nn.MultiheadAttention names (scGPT's own load_pretrained rules)
 FLASH_RENAMES = (
     ("self_attn._impl.Wqkv.", "self_attn.in_proj_"),
