@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from fmextract.errors import InputError
+from fmextract.models.base import resolve_device
 from fmextract.models.scgpt import (
     ScGPT,
     binning,
@@ -21,7 +22,6 @@ from fmextract.models.scgpt import (
     load_scgpt,
     pretrain,
     read_vocab,
-    resolve_device,
     save_scgpt,
     tokenize_all_genes,
     untrained_copy,

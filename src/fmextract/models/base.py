@@ -61,8 +61,8 @@ class AttentionSums:
 class FoundationModel(nn.Module, metaclass=ABCMeta):
     """A frozen transformer over gene tokens, seen through what the pipeline needs of it.
 
-    Subclasses are torch modules (`.to`, `.eval`, `.parameters` work) with these attributes set by `load` and the
-    copies: `config` (a JSON-able dict, the checkpoint's own configuration; `save` writes it and `load` restores it,
+    Subclasses are torch modules (`.to`, `.eval`, `.parameters` work) with `n_layers`, `n_heads`, `d_model`, and
+    these attributes set by `load` and the copies: `config` (a JSON-able dict, the checkpoint's own configuration; `save` writes it and `load` restores it,
     so the untrained and planted copies record their seed and planted head there) and `checkpoint_sha256` (of the
     weights file, None for a model never saved or loaded).
     """
@@ -90,20 +90,11 @@ class FoundationModel(nn.Module, metaclass=ABCMeta):
         """Write the checkpoint folder (the module's CHECKPOINT_FILES) atomically; sets `checkpoint_sha256`."""
 
     # ----------------------------------------------------------------------------------------------------- shape
-    @property
-    @abstractmethod
-    def n_layers(self) -> int:
-        """Number of transformer layers."""
-
-    @property
-    @abstractmethod
-    def n_heads(self) -> int:
-        """Attention heads per layer."""
-
-    @property
-    @abstractmethod
-    def d_model(self) -> int:
-        """Hidden width (d_head = d_model // n_heads)."""
+    #: number of transformer layers, attention heads per layer, hidden width (d_head = d_model // n_heads):
+    #: attributes or properties of the subclass
+    n_layers: int
+    n_heads: int
+    d_model: int
 
     @property
     @abstractmethod
