@@ -1,7 +1,6 @@
 # Manifold validation on anchors: internal (reference donors, the adaptor's own), external (benchmark donors, frozen
 # adaptor: the headline), zero-shot immune transfer, the controls whose verdict must fail, the planted-head positive
-# control, the supplementary communication manifold and the per-gate separation table; then the planted head's
-# factor programs.
+# control, the supplementary communication manifold and the per-gate separation table.
 
 
 rule manifold_validation:
@@ -39,25 +38,3 @@ rule manifold_validation:
         seed=SEED,
     script:
         "../scripts/validation.py"
-
-
-rule planted_factor_programs:
-    input:
-        feature_map=f"results/operators/planted_{ABLATION_MAP}.npz",
-        programs=config["data"]["marker_programs"],
-    output:
-        "results/tables/planted_factor_programs.tsv",
-    log:
-        "results/logs/planted_factor_programs.log",
-    benchmark:
-        "results/benchmarks/planted_factor_programs.tsv"
-    conda:
-        "../../envs/core.yaml"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=5,
-    params:
-        n_top_genes=config["compression"]["n_top_genes"],
-    script:
-        "../scripts/planted.py"
