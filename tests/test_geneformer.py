@@ -18,6 +18,8 @@ import torch
 from fmextract import data
 from fmextract.errors import InputError
 from fmextract.models import geneformer as gf
+from fmextract.operators import context_cells, export_operators, weights_operators
+from fmextract.planted import planted_copy
 from fmextract.simulate import simulate_panel
 from fmextract.stages import load_marker_programs, load_stage_graph, ruler_distances, stage_info
 
@@ -95,7 +97,9 @@ def test_cell_tokens_frame_v2_cells_and_truncate_to_the_input_size(world):
 
 # ---------------------------------------------------------------------------------------------- forward & operators
 def _manual_operator(directory, panel, ids, genes, cells, tokens, medians, layer, head):
-    """One head's attention_prob operator from the saved safetensors with plain torch: no transformers, no fmextract."""
+    """One head's attention_prob operator from the saved safetensors with plain torch: no transformers, no fmextract.
+
+    Cells are rank-value encoded over the panel genes (the counts the pipeline hands the model), by hand."""
     from safetensors.torch import load_file
 
     w = {k: v.double() for k, v in load_file(str(directory / "model.safetensors")).items()}
@@ -109,11 +113,12 @@ def _manual_operator(directory, panel, ids, genes, cells, tokens, medians, layer
 
     where = {g: i for i, g in enumerate(genes)}
     acc = torch.zeros(len(genes), len(genes), dtype=torch.float64)
-    X = panel.layers["counts"][cells].toarray().astype(np.float64)
+    cols = [ids.index(g) for g in genes]
+    X = panel.layers["counts"][cells][:, cols].toarray().astype(np.float64)
     for row in X:
         nz = np.flatnonzero(row)
-        value = row[nz] / row.sum() * 10_000 / np.array([medians[ids[j]] for j in nz])
-        ranked = [ids[j] for j in nz[np.argsort(-value, kind="stable")]]
+        value = row[nz] / row.sum() * 10_000 / np.array([medians[genes[j]] for j in nz])
+        ranked = [genes[j] for j in nz[np.argsort(-value, kind="stable")]]
         seq = ["<cls>", *ranked, "<eos>"]
         t = torch.tensor([tokens[g] for g in seq])
         x = w["bert.embeddings.word_embeddings.weight"][t] + w["bert.embeddings.position_embeddings.weight"][: len(t)]
@@ -141,7 +146,7 @@ def test_one_head_operator_recomputed_with_plain_torch(world):
 
     panel, ids = world["panel"], world["ids"]
     genes = ids[::3]  # a panel of every third gene: attention to other genes and special tokens is dropped
-    ops = gf.export_operators(world["model"], panel, genes=genes, n_context=12, seed=3, batch_size=5,
+    ops = export_operators(world["model"], panel, genes=genes, n_context=12, seed=3, batch_size=5,
                               gene_column="ensembl_id", progress=False)
     cells = context_cells(panel.n_obs, 12, 3)
     ref = _manual_operator(world["dir"], panel, ids, genes, cells, world["tokens"], world["medians"], LAYER, HEAD)
@@ -168,12 +173,10 @@ def test_layer_loop_equals_transformers_forward(world):
 def test_qk_raw_and_absent_genes(world):
     panel = world["panel"]
     genes = world["ids"][:40]
-    raw = gf.export_operators(world["model"], panel, genes=genes, n_context=8, definition="qk_raw", seed=0,
+    raw = export_operators(world["model"], panel, genes=genes, n_context=8, definition="qk_raw", seed=0,
                               gene_column="ensembl_id", progress=False)
-    prob = gf.export_operators(world["model"], panel, genes=genes, n_context=8, seed=0, gene_column="ensembl_id",
+    prob = export_operators(world["model"], panel, genes=genes, n_context=8, seed=0, gene_column="ensembl_id",
                                progress=False)
-    from fmextract.operators import context_cells
-
     expressed = (panel.layers["counts"][context_cells(panel.n_obs, 8, 0)][:, :40].toarray() > 0).any(0)
     np.testing.assert_allclose(prob.operators.sum(-1)[..., expressed], 1.0, atol=1e-5)
     assert not prob.operators[..., ~expressed, :].any() and not raw.operators[..., ~expressed, :].any()
@@ -183,13 +186,13 @@ def test_qk_raw_and_absent_genes(world):
 def test_weights_only_readings_leave_position_embeddings_out(world):
     model = world["model"]
     genes = world["ids"][:30]
-    qk, ov = gf.weights_operators(model, genes, "qk_weights"), gf.weights_operators(model, genes, "ov_weights")
+    qk, ov = weights_operators(model, genes, "qk_weights"), weights_operators(model, genes, "ov_weights")
     assert qk.operators.shape == ov.operators.shape == (NL, H, 30, 30)
     np.testing.assert_allclose(qk.operators.sum(-1), 1.0, atol=1e-5)
     moved = gf.load_geneformer(world["dir"])
     with torch.no_grad():
         moved.bert.bert.embeddings.position_embeddings.weight.normal_()
-    np.testing.assert_array_equal(gf.qk_weights(moved, genes).operators, qk.operators)
+    np.testing.assert_array_equal(weights_operators(moved, genes, "qk_weights").operators, qk.operators)
     w = {k: v.double() for k, v in model.bert.state_dict().items()}
     t = torch.tensor([world["tokens"][g] for g in genes])
     x = w["bert.embeddings.word_embeddings.weight"][t] + w["bert.embeddings.token_type_embeddings.weight"][0]
@@ -250,8 +253,8 @@ def test_bad_checkpoint_folders_are_one_line_input_errors(world, tmp_path):
     (d / "token_dictionary_extra.pkl").write_bytes(b"")
     with pytest.raises(InputError, match="2 .*token_dictionary"):
         gf.load_geneformer(d)
-    with pytest.raises(InputError, match="not in the Geneformer token dictionary"):
-        gf.export_operators(world["model"], world["panel"], genes=["ENSG00000000003"], n_context=2,
+    with pytest.raises(InputError, match="1 of 1 panel genes are not in the model vocabulary"):
+        export_operators(world["model"], world["panel"], genes=["ENSG00000000003"], n_context=2,
                             gene_column="ensembl_id", progress=False)
     with pytest.raises(InputError, match="Ensembl"):
         gf.embed_cells(world["model"], world["panel"][:2].copy(), progress=False)  # symbols, not Ensembl ids
@@ -263,24 +266,37 @@ def test_checkpoint_round_trip(world, tmp_path):
     back = gf.load_geneformer(tmp_path)
     assert back.checkpoint_sha256 == model.checkpoint_sha256
     genes = world["ids"][:20]
-    np.testing.assert_array_equal(gf.qk_weights(back, genes).operators, gf.qk_weights(model, genes).operators)
+    np.testing.assert_array_equal(weights_operators(back, genes, "qk_weights").operators,
+                                  weights_operators(model, genes, "qk_weights").operators)
+    assert gf.Geneformer.vocabulary(tmp_path) == model.genes and model.genes[0] == world["ids"][0]
 
 
 # -------------------------------------------------------------------------------------------- untrained and planted
 def test_untrained_copy_is_seeded_and_fresh(world):
     model = world["model"]
-    a, b = gf.untrained_copy(model, seed=1), gf.untrained_copy(model, seed=1)
-    c = gf.untrained_copy(model, seed=2)
+    a, b, c = (model.untrained_copy(seed=s) for s in (1, 1, 2))
     key = "bert.encoder.layer.0.attention.self.query.weight"
     w = lambda m: m.bert.state_dict()[key]
     assert torch.equal(w(a), w(b)) and not torch.equal(w(a), w(c)) and not torch.equal(w(a), w(model))
-    assert a.meta["untrained"]
-    assert a.token_dictionary == model.token_dictionary and a.config.to_dict() == model.config.to_dict()
+    assert a.config["untrained"] and a.config["seed"] == 1
+    assert a.token_dictionary == model.token_dictionary and a.bert.config.to_dict() == model.bert.config.to_dict()
+
+
+def test_pretrain_demo_builds_and_trains_a_seeded_model(world):
+    panel, ids = world["panel"], world["ids"]
+    settings = dict(d_model=16, nhead=2, d_hid=32, nlayers=2, steps=30, batch_size=8, lr=3e-3, warmup=5,
+                    mask_ratio=0.15, seed=0)
+    counts = panel.layers["counts"][:200]
+    a, curve = gf.Geneformer.pretrain_demo(counts, ids, settings=settings, device=torch.device("cpu"), progress=False)
+    b, again = gf.Geneformer.pretrain_demo(counts, ids, settings=settings, device=torch.device("cpu"), progress=False)
+    assert curve == again and len(curve) == 30 and a.genes == ids and a.input_size == len(ids) + 2
+    assert np.mean([l for _, l in curve[-5:]]) < np.mean([l for _, l in curve[:5]])  # masked-gene loss goes down
+    assert a.n_layers == 2 and a.d_model == 16 and not a.training
 
 
 @pytest.fixture(scope="module")
 def planted(world):
-    return gf.planted_copy(world["model"], world["programs"], layer=LAYER, head=HEAD, seed=0, logit_gap=4.0)
+    return planted_copy(world["model"], world["programs"], layer=LAYER, head=HEAD, seed=0, logit_gap=4.0)
 
 
 @pytest.mark.parametrize("definition", ["qk_weights", "attention_prob"])
@@ -290,9 +306,9 @@ def test_head_screen_ranks_the_planted_head_first(world, planted, definition, st
     model, member = planted
     panel, ids = world["panel"].copy(), world["ids"]
     if definition == "qk_weights":
-        ops = gf.weights_operators(model, ids, definition)
+        ops = weights_operators(model, ids, definition)
     else:
-        ops = gf.export_operators(model, panel, genes=ids, n_context=60, seed=0, gene_column="ensembl_id",
+        ops = export_operators(model, panel, genes=ids, n_context=60, seed=0, gene_column="ensembl_id",
                                   progress=False)
     panel.obs = panel.obs.assign(donor=panel.obs["donor_id"].astype(str), stage=panel.obs["true_stage"].astype(str),
                                  branch=panel.obs["true_branch"].astype(str), depth=panel.obs["true_depth"])
@@ -304,11 +320,11 @@ def test_head_screen_ranks_the_planted_head_first(world, planted, definition, st
     kw = dict(d_latent=10, alpha=0.1, beta=1 / np.pi, epochs=40, lr=0.01, batch_size=256, seed=0)
     table = screen_heads(ops.operators, profiles, meta, ruler, adaptor_kw=kw)
     assert table.iloc[0]["name"] == f"L{LAYER}H{HEAD}", table.head()
-    assert model.meta["planted"]["layer"] == LAYER and len(member) > 10
+    assert model.config["planted"]["layer"] == LAYER and len(member) > 10
 
 
 def test_bad_planted_configuration_is_an_input_error(world):
     with pytest.raises(InputError, match="not in the checkpoint"):
-        gf.planted_copy(world["model"], world["programs"], layer=NL, head=0, seed=0, logit_gap=4.0)
+        planted_copy(world["model"], world["programs"], layer=NL, head=0, seed=0, logit_gap=4.0)
     with pytest.raises(InputError, match="at least 2"):
-        gf.planted_copy(world["model"], {"symbols": ["CD34", "GATA1"]}, layer=0, head=0, seed=0, logit_gap=4.0)
+        planted_copy(world["model"], {"symbols": ["CD34", "GATA1"]}, layer=0, head=0, seed=0, logit_gap=4.0)

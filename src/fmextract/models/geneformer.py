@@ -12,6 +12,7 @@ Ensembl ids.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,15 +29,19 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
+from fmextract import cache
 from fmextract.chunks import CHUNK_ROWS, row_blocks
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.logs import progress as progress_log
-from fmextract.operators import Operators, context_cells
-from fmextract.planted import _program_basis
+from fmextract.models.base import FORWARD_DEFINITIONS, PRECISIONS, AttentionSums, FoundationModel
 
 log = logging.getLogger(__name__)
 
+#: the checkpoint folder the workflow reads and writes (`fmextract.models.checkpoint_files`); `load_geneformer` also
+#: reads pytorch_model.bin in place of model.safetensors, and release-suffixed dictionaries (token_dictionary_gc104M.pkl)
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "token_dictionary.pkl", "gene_median_dictionary.pkl")
+VOCABULARY_FILE = "token_dictionary.pkl"
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKEN_DICTIONARY, GENE_MEDIANS = "token_dictionary", "gene_median_dictionary"
@@ -44,49 +49,47 @@ PAD, MASK, CLS, EOS = "<pad>", "<mask>", "<cls>", "<eos>"
 SPECIAL_TOKENS = (PAD, MASK, CLS, EOS)
 #: library size every cell is scaled to before dividing by the gene medians (Geneformer's tokenizer: 10,000)
 TARGET_SUM = 10_000
-CAPTURES = ("attention_prob", "qk_raw")
 #: Geneformer's EmbExtractor emb_layer: -1 the second-to-last layer's output (its default), 0 the last layer's
 EMB_LAYERS = (-1, 0)
 
 
-class Geneformer(nn.Module):
+class Geneformer(FoundationModel):
     """A Geneformer checkpoint: transformers' BertForMaskedLM plus its token and gene-median dictionaries.
 
-    `checkpoint_sha256` is the weights file's hash (None for a model never saved or loaded); `meta` carries what
-    fmextract records beside the BertConfig (`untrained`, `planted`), saved in config.json under "fmextract".
+    `config` is config.json as a dict (the BertConfig's fields, plus what fmextract records: `untrained`, `seed`,
+    `planted`, and optionally `emb_layer`, the layer of the cell embedding: -1, Geneformer's default, or 0);
+    `checkpoint_sha256` is the weights file's hash (None for a model never saved or loaded).
     """
 
+    kind = "geneformer"
+    gene_keys = "ensembl"
+
     def __init__(self, bert: nn.Module, token_dictionary: Mapping[str, int], gene_medians: Mapping[str, float],
-                 meta: dict | None = None):
+                 config: dict | None = None):
         super().__init__()
         self.bert = bert
         self.token_dictionary = {str(k): int(v) for k, v in token_dictionary.items()}
         self.gene_medians = {str(k): float(v) for k, v in gene_medians.items()}
-        self.meta: dict = dict(meta or {})
+        self.config: dict = dict(config if config is not None else _config_dict(bert.config))
         self.checkpoint_sha256: str | None = None
         self.pad_id = self.token_dictionary[PAD]
 
     @property
-    def config(self):
-        """The BertConfig."""
-        return self.bert.config
+    def n_layers(self) -> int:
+        return int(self.bert.config.num_hidden_layers)
 
     @property
-    def nlayers(self) -> int:
-        return int(self.config.num_hidden_layers)
-
-    @property
-    def nhead(self) -> int:
-        return int(self.config.num_attention_heads)
+    def n_heads(self) -> int:
+        return int(self.bert.config.num_attention_heads)
 
     @property
     def d_model(self) -> int:
-        return int(self.config.hidden_size)
+        return int(self.bert.config.hidden_size)
 
     @property
     def input_size(self) -> int:
         """Tokens per cell the model takes (config max_position_embeddings: 2048 for V1, 4096 for V2)."""
-        return int(self.config.max_position_embeddings)
+        return int(self.bert.config.max_position_embeddings)
 
     @property
     def special_tokens(self) -> bool:
@@ -94,10 +97,144 @@ class Geneformer(nn.Module):
         return CLS in self.token_dictionary and EOS in self.token_dictionary
 
     @property
-    def vocab(self) -> list[str]:
-        """The gene keys (Ensembl ids) the model has a token and a median for."""
-        return [g for g in self.token_dictionary if g not in SPECIAL_TOKENS and g in self.gene_medians]
+    def emb_layer(self) -> int:
+        """The cell embedding's layer, Geneformer's EmbExtractor convention (config.json `emb_layer`, default -1)."""
+        value = self.config.get("emb_layer", -1)
+        if value not in EMB_LAYERS:
+            raise InputError(f"config.json emb_layer={value!r} is not one of {EMB_LAYERS} (Geneformer: -1 the second-"
+                             "to-last layer, 0 the last); fix the checkpoint's config.json")
+        return int(value)
 
+    # ------------------------------------------------------------------------------------- the model contract
+    @classmethod
+    def load(cls, checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> "Geneformer":
+        """The Hugging Face layout folder (`load_geneformer`)."""
+        return load_geneformer(checkpoint_dir, device=device)
+
+    @classmethod
+    def vocabulary(cls, checkpoint_dir: str | os.PathLike) -> list[str]:
+        """Ensembl ids of the token dictionary in token-id order, special tokens excluded."""
+        tokens = read_dictionaries(checkpoint_dir)[0]
+        return [g for g, _ in sorted(tokens.items(), key=lambda kv: kv[1]) if g not in SPECIAL_TOKENS]
+
+    def save(self, checkpoint_dir: str | os.PathLike) -> None:
+        """config.json (= `config`), model.safetensors and the two dictionaries (`save_geneformer`)."""
+        save_geneformer(self, checkpoint_dir)
+
+    @property
+    def genes(self) -> list[str]:
+        """Token-dictionary Ensembl ids in token-id order, special tokens excluded."""
+        return [g for g, _ in sorted(self.token_dictionary.items(), key=lambda kv: kv[1]) if g not in SPECIAL_TOKENS]
+
+    def token_ids(self, genes: Sequence[str], *, what: str = "genes") -> np.ndarray:
+        """Token ids of `genes` (Ensembl ids); genes outside the token or gene-median dictionary -> InputError."""
+        genes = [str(g) for g in genes]
+        missing = [g for g in genes if g not in self.token_dictionary or g in SPECIAL_TOKENS]
+        if missing:
+            raise InputError(f"{len(missing)} of {len(genes)} {what} are not in the model vocabulary (first 10: "
+                             f"{missing[:10]}); Geneformer keys genes by Ensembl id: build the panel from the "
+                             "dataset's Ensembl ids (panels.*.gene_symbol_column names the var column holding them)")
+        no_median = [g for g in genes if g not in self.gene_medians]
+        if no_median:
+            raise InputError(f"{len(no_median)} of {len(genes)} {what} have no gene median (first 10: "
+                             f"{no_median[:10]}); use the gene_median_dictionary of the same Geneformer release")
+        return np.array([self.token_dictionary[g] for g in genes], dtype=np.int64)
+
+    def attention_sums(
+        self, counts: sp.csr_matrix, genes: Sequence[str], *, definition: str, seed: int, batch_size: int,
+        progress: bool = True,
+    ) -> AttentionSums:
+        """Attention summed over cells rank-value encoded over `genes`, mapped from sequence positions to genes.
+
+        Each cell's expressed genes among `genes` are ranked as Geneformer ranks them (`rank_value_order`),
+        truncated to the input size and framed by `<cls>`/`<eos>` (V2), so each cell orders its genes differently
+        and holds only its expressed ones. Entry (i, j) of a cell is the attention from the position of gene i to
+        that of gene j; a gene absent from the cell (not expressed, or truncated away) adds nothing to that cell's
+        term, nor does attention to special tokens. `count` is the number of cells, as for scGPT, so an absent gene
+        counts as zero attention. No random draw (`seed` unused: ties keep gene order).
+        """
+        tokens = self.token_ids(genes, what="panel genes")
+        medians = np.array([self.gene_medians[str(g)] for g in genes])
+        device = next(self.parameters()).device
+        G, first = len(genes), 1 if self.special_tokens else 0
+        acc = torch.zeros(self.n_layers, self.n_heads, G, G, dtype=torch.float64, device=device)
+        self.eval()
+        with torch.no_grad():
+            for start in progress_log(range(0, counts.shape[0], batch_size), f"Geneformer operators ({definition}, "
+                                      "cell batches)", enabled=progress):
+                orders = rank_value_order(counts[start : start + batch_size], medians, limit=_gene_slots(self))
+                rows = [cell_tokens(self, o, tokens) for o in orders]
+                _check_nonempty(rows, self, range(start, start + len(rows)))
+                ids, mask = pad_batch(rows, self.pad_id)
+                maps = [(torch.arange(first, first + len(o), device=device), torch.as_tensor(o, device=device))
+                        for o in orders]
+                for layer, _, att in self.iter_layers(ids.to(device), mask.to(device), capture=definition):
+                    for b, (pos, g) in enumerate(maps):
+                        acc[layer][:, g[:, None], g[None, :]] += att[b][:, pos[:, None], pos[None, :]].double()
+        return AttentionSums(total=acc, count=counts.shape[0], meta={
+            "model": "geneformer", "input_size": self.input_size, "scale": "1/sqrt(d_head)",
+            "tokens": "Geneformer rank-value encoding of each cell's expressed panel genes"
+                      + (", framed by <cls>/<eos>" if self.special_tokens else "")})
+
+    def gene_embeddings(self, genes: Sequence[str]) -> Tensor:
+        """Token embeddings + the token-type-0 embedding through the embedding LayerNorm, float64 [G, d].
+
+        Position embeddings are left out: in Geneformer a gene's position is its rank in the cell, not part of the
+        gene. (Every token of Geneformer's input has token type 0, so that embedding is part of every gene's input.)
+        """
+        ids = torch.as_tensor(self.token_ids(genes, what="panel genes"))
+        emb = self.bert.bert.embeddings
+        with torch.no_grad():
+            x = emb.word_embeddings(ids.to(self.token_embedding.device)) + emb.token_type_embeddings.weight[0]
+            return emb.LayerNorm(x).double()
+
+    def attention_projections(self, layer: int) -> dict[str, Tensor]:
+        """Views of BERT layer `layer`'s query, key, value and attention-output dense weights."""
+        bert_layer = self.bert.bert.encoder.layer[layer]
+        sa = bert_layer.attention.self
+        return {"q_weight": sa.query.weight, "k_weight": sa.key.weight, "v_weight": sa.value.weight,
+                "q_bias": sa.query.bias, "k_bias": sa.key.bias, "o_weight": bert_layer.attention.output.dense.weight}
+
+    @property
+    def token_embedding(self) -> Tensor:
+        """BERT's word-embedding matrix (rows = token ids)."""
+        return self.bert.bert.embeddings.word_embeddings.weight
+
+    def embed_to_cache(
+        self, panel, path: str | os.PathLike, *, seed: int, batch_size: int = 64, precision: str = "fp32",
+        attrs: dict | None = None, progress: bool = True,
+    ) -> None:
+        """Geneformer's default cell embedding (`embed_cells`, layer `emb_layer`) of every panel cell into a cache file.
+
+        The panel's var_names are its gene keys (Ensembl ids). No random draw: `seed` is recorded, not used.
+        """
+        meta = {"kind": "geneformer_embedding", "pooling": "mean of gene states", "emb_layer": self.emb_layer,
+                "normalized": False, "seed": int(seed), "checkpoint_sha256": self.checkpoint_sha256,
+                "precision": precision, **(attrs or {})}
+        with cache.open_writer(path, panel.obs_names, self.d_model, attrs=meta) as out:
+            embed_cells(self, panel, emb_layer=self.emb_layer, batch_size=batch_size, precision=precision, out=out,
+                        progress=progress)
+
+    def untrained_copy(self, *, seed: int) -> "Geneformer":
+        """The same BertConfig and dictionaries with fresh seeded weights, as transformers initialises BERT."""
+        config = {**{k: v for k, v in self.config.items() if k != "planted"}, "seed": seed, "untrained": True}
+        return Geneformer(_fresh_bert(self.bert.config, seed), self.token_dictionary, self.gene_medians, config)
+
+    @classmethod
+    def pretrain_demo(
+        cls, counts, genes: Sequence[str], *, settings: Mapping, device: torch.device, progress: bool = True,
+    ) -> tuple["Geneformer", list[tuple[int, float]]]:
+        """`build_dictionaries` and `build_geneformer` over `genes` (Ensembl ids), then `pretrain` (masked-gene MLM)."""
+        tokens, medians = build_dictionaries(genes, counts)
+        model = build_geneformer(tokens, medians, d_model=settings["d_model"], nhead=settings["nhead"],
+                                 d_hid=settings["d_hid"], nlayers=settings["nlayers"], input_size=len(genes) + 2,
+                                 seed=settings["seed"])
+        curve = pretrain(model.to(device), counts, genes, steps=settings["steps"], batch_size=settings["batch_size"],
+                         lr=settings["lr"], warmup=settings["warmup"], mask_ratio=settings["mask_ratio"],
+                         seed=settings["seed"], progress=progress)
+        return model.cpu().eval(), curve
+
+    # ------------------------------------------------------------------------------------------- forward pass
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         """Input to the first layer: word + position + token-type-0 embeddings through the embedding LayerNorm."""
         return self.bert.bert.embeddings(input_ids=input_ids)
@@ -107,17 +244,17 @@ class Geneformer(nn.Module):
     ) -> Iterator[tuple[int, Tensor, Tensor | None]]:
         """Yield (layer, output hidden states, attention [B, H, T, T] or None) layer by layer, attention explicit.
 
-        `attention_mask` is True (1) at real tokens, as transformers takes it. `attention_prob`: softmax(q kᵀ /
+        `attention_mask` is 1 at real tokens, as transformers takes it. `attention_prob`: softmax(q kᵀ /
         sqrt(d_head)) with padded keys at probability 0; `qk_raw`: the pre-softmax q kᵀ / sqrt(d_head), padded keys
         unmasked. Each layer is BERT's (post-norm) computed from its own submodules, so only one layer's attention
         is alive at a time.
         """
-        if capture is not None and capture not in CAPTURES:
-            raise InputError(f"capture={capture!r} is not one of {CAPTURES}; fix the call")
+        if capture is not None and capture not in FORWARD_DEFINITIONS:
+            raise InputError(f"capture={capture!r} is not one of {FORWARD_DEFINITIONS}; fix the call")
         keep = attention_mask.bool()
         x = self.embed_tokens(input_ids)
         for index, layer in enumerate(self.bert.bert.encoder.layer):
-            x, att = _bert_layer(layer, x, keep, self.nhead, capture)
+            x, att = _bert_layer(layer, x, keep, self.n_heads, capture)
             yield index, x, att
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
@@ -126,6 +263,13 @@ class Geneformer(nn.Module):
         for _, x, _ in self.iter_layers(input_ids, attention_mask):
             states.append(x)
         return states
+
+
+def _config_dict(bert_config) -> dict:
+    """A BertConfig as config.json's JSON-able dict (BertForMaskedLM architecture)."""
+    config = json.loads(bert_config.to_json_string(use_diff=False))
+    config.pop("_attn_implementation_autoset", None)
+    return {**config, "architectures": ["BertForMaskedLM"]}
 
 
 def _bert_layer(layer: nn.Module, x: Tensor, keep: Tensor, nhead: int, capture: str | None) -> tuple[Tensor, Tensor | None]:
@@ -224,192 +368,21 @@ def _gene_keys(adata, gene_column: str | None) -> list[str]:
     return [str(g) for g in (adata.var[gene_column] if gene_column else adata.var_names)]
 
 
-# -------------------------------------------------------------------------------------------------------- operators
-def export_operators(
-    model: Geneformer, adata, *, genes: Sequence[str], n_context: int, definition: str = "attention_prob", seed: int = 0,
-    batch_size: int = 16, gene_column: str | None = None, counts_layer: str = "counts", progress: bool = True,
-) -> Operators:
-    """Each head's attention between the panel `genes` (Ensembl ids), averaged over `n_context` seeded cells.
-
-    Cells: `operators.context_cells(n_obs, n_context, seed)`, as for scGPT. Each cell is tokenised as Geneformer does
-    over all of the AnnData's genes in the token dictionary (layers[counts_layer] if present, else X; library size =
-    the cell's total counts), so each cell orders its genes differently and holds only its expressed ones. A head's
-    attention between sequence positions is mapped back to genes: entry (g, k) of cell c is the attention from the
-    position of gene g to that of gene k. A panel gene absent from a cell (not expressed, or truncated away) adds
-    nothing to that cell's term, and so does attention to special tokens and to genes outside the panel. As for
-    scGPT the per-cell terms are summed and divided by the number of context cells; `attention_prob` rows are then
-    renormalised to 1 (a panel gene expressed in no context cell keeps a zero row), `qk_raw` is not.
-    """
-    if definition not in CAPTURES:
-        raise InputError(f"operators definition={definition!r} is not a forward-pass definition {CAPTURES}; "
-                         "weights-only definitions are read by weights_operators; fix config operators.definition")
-    if n_context < 1 or batch_size < 1:
-        raise InputError(f"n_context={n_context} and batch_size={batch_size} must be >= 1")
-    panel = _panel_ids(model, genes)
-    keys = _gene_keys(adata, gene_column)
-    if len(set(keys)) != len(keys):
-        raise InputError("AnnData gene keys are not unique; sum duplicated Ensembl ids (as Geneformer's tokenizer does) "
-                         "or pick a unique key column")
-    position = pd.Index(keys)
-    absent = [g for g in panel if g not in position]
-    if absent:
-        raise InputError(f"{len(absent)} of {len(panel)} panel genes are not in the AnnData (first 10: {absent[:10]}); "
-                         "use the panel built from this dataset")
-    if adata.n_obs == 0:
-        raise InputError("export_operators: the AnnData has no cells; check the reference donor selection")
-    cols, tokens, medians = token_columns(keys, model, source="the context cells")
-    panel_of_col = np.full(len(cols), -1, dtype=np.int64)  # token column -> panel row, -1 outside the panel
-    where = {g: i for i, g in enumerate(panel)}
-    for j, c in enumerate(cols):
-        panel_of_col[j] = where.get(keys[c], -1)
-    picked = context_cells(adata.n_obs, n_context, seed)
-    source = adata.layers[counts_layer] if counts_layer in adata.layers else adata.X
-    device = next(model.parameters()).device
-    L, H, G = model.nlayers, model.nhead, len(panel)
-    acc = torch.zeros(L, H, G, G, dtype=torch.float64, device=device)
-    offset = 1 if model.special_tokens else 0
-    model.eval()
-    with torch.no_grad():
-        for start in progress_log(range(0, len(picked), batch_size), f"Geneformer operators ({definition}, cell batches)",
-                                  enabled=progress):
-            block = sp.csr_matrix(source[picked[start : start + batch_size]], dtype=np.float64)
-            lib = np.asarray(block.sum(axis=1)).ravel()
-            orders = rank_value_order(block[:, cols], medians, n_counts=lib, limit=_gene_slots(model))
-            rows = [cell_tokens(model, o, tokens) for o in orders]
-            _check_nonempty(rows, model, picked[start : start + batch_size])
-            ids, mask = pad_batch(rows, model.pad_id)
-            # per cell: sequence positions of its panel genes and their panel rows
-            maps = []
-            for o in orders:
-                g = panel_of_col[o]
-                pos = np.flatnonzero(g >= 0)
-                maps.append((torch.as_tensor(pos + offset, device=device), torch.as_tensor(g[pos], device=device)))
-            for layer, _, att in model.iter_layers(ids.to(device), mask.to(device), capture=definition):
-                for b, (pos, g) in enumerate(maps):
-                    if len(pos):
-                        acc[layer][:, g[:, None], g[None, :]] += att[b][:, pos[:, None], pos[None, :]].double()
-    acc /= len(picked)
-    if definition == "attention_prob":
-        total = acc.sum(-1, keepdim=True)
-        acc = torch.where(total > 0, acc / total.clamp(min=1e-300), acc)
-    return Operators(
-        operators=acc.float().cpu().numpy(), genes=list(panel), definition=definition,
-        checkpoint_sha256=model.checkpoint_sha256,
-        meta={"n_context": int(len(picked)), "seed": int(seed), "model": "geneformer", "input_size": model.input_size,
-              "tokens": "Geneformer rank-value encoding of each cell's expressed genes"
-                        + (" framed by <cls>/<eos>" if model.special_tokens else ""),
-              "absent_gene": "contributes nothing to the cell's term; sums divided by the number of context cells",
-              "scale": "1/sqrt(d_head)"},
-    )
-
-
-def _gene_slots(model: Geneformer) -> int:
-    """Gene tokens per cell: the input size, less `<cls>` and `<eos>` when the model has them."""
-    return model.input_size - (2 if model.special_tokens else 0)
-
-
-def _check_nonempty(rows: Sequence[np.ndarray], model: Geneformer, which) -> None:
-    """A cell with no gene token (no counts on the dictionary's genes) cannot be encoded: one line naming it."""
-    empty = [int(w) for w, r in zip(which, rows) if len(r) == (2 if model.special_tokens else 0)]
-    if empty:
-        raise InputError(f"{len(empty)} cell(s) (rows {empty[:5]}) have no counts on any gene of the Geneformer token "
-                         "dictionary; filter empty cells (scanpy.pp.filter_cells(min_counts=1)) first")
-
-
-def _panel_ids(model: Geneformer, genes: Sequence[str]) -> list[str]:
-    """The panel genes as strings, each checked against the token and median dictionaries."""
-    genes = [str(g) for g in genes]
-    if len(set(genes)) != len(genes):
-        raise InputError("the gene panel has duplicate genes; deduplicate the panel file")
-    missing = [g for g in genes if g not in model.token_dictionary or g in SPECIAL_TOKENS]
-    if missing:
-        raise InputError(f"{len(missing)} of {len(genes)} panel genes are not in the Geneformer token dictionary "
-                         f"(first: {missing[:5]}); build the panel from genes the model keys (Ensembl ids)")
-    no_median = [g for g in genes if g not in model.gene_medians]
-    if no_median:
-        raise InputError(f"{len(no_median)} panel genes have no gene median (first: {no_median[:5]}); use the "
-                         "gene_median_dictionary of the same Geneformer release")
-    return genes
-
-
-def gene_space(model: Geneformer, genes: Sequence[str]) -> Tensor:
-    """E: the panel genes' token embeddings + the token-type-0 embedding, through the embedding LayerNorm, float64.
-
-    Position embeddings are left out: in Geneformer a gene's position is its rank in the cell, not part of the gene,
-    so a weights-only reading has none to add. (Every token of Geneformer's input gets token type 0.)
-    """
-    ids = torch.as_tensor([model.token_dictionary[g] for g in _panel_ids(model, genes)])
-    emb = model.bert.bert.embeddings
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        x = emb.word_embeddings(ids.to(device)) + emb.token_type_embeddings.weight[0]
-        return emb.LayerNorm(x).double()
-
-
-def qk_weights(model: Geneformer, genes: Sequence[str]) -> Operators:
-    """Weights-only: A[l, h] = row-softmax((E W_Q + b_Q)(E W_K + b_K)ᵀ / sqrt(d_head)) over the panel genes (`gene_space` E)."""
-
-    def per_layer(E, sa, H, dh):
-        q = (E @ sa.query.weight.double().T + sa.query.bias.double()).reshape(len(E), H, dh).transpose(0, 1)
-        k = (E @ sa.key.weight.double().T + sa.key.bias.double()).reshape(len(E), H, dh).transpose(0, 1)
-        return torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dh), dim=-1)
-
-    return _weights_operators(model, genes, "qk_weights", per_layer)
-
-
-def ov_weights(model: Geneformer, genes: Sequence[str]) -> Operators:
-    """Weights-only: A[l, h] = (E W_V W_O) Eᵀ / d_model, head h's value slice and out-projection columns, no biases."""
-
-    def per_layer(E, sa, H, dh, layer):
-        d = H * dh
-        v = (E @ sa.value.weight.double().T).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
-        w_o = layer.attention.output.dense.weight.double().T.reshape(H, dh, d)  # head h's rows of W_Oᵀ
-        return (v @ w_o) @ E.T / d
-
-    return _weights_operators(model, genes, "ov_weights", per_layer, with_layer=True)
-
-
-def _weights_operators(model: Geneformer, genes: Sequence[str], definition: str, per_layer, *,
-                       with_layer: bool = False) -> Operators:
-    """Stack per_layer(E, self-attention, H, dh[, layer]) -> [H, G, G] over layers into an Operators record."""
-    E = gene_space(model, genes)
-    H, dh = model.nhead, model.d_model // model.nhead
-    model.eval()
-    with torch.no_grad():
-        ops = torch.stack([
-            (per_layer(E, layer.attention.self, H, dh, layer) if with_layer else per_layer(E, layer.attention.self, H, dh))
-            .float() for layer in model.bert.bert.encoder.layer
-        ])
-    return Operators(
-        operators=ops.cpu().numpy(), genes=[str(g) for g in genes], definition=definition,
-        checkpoint_sha256=model.checkpoint_sha256,
-        meta={"model": "geneformer", "tokens": "panel gene token embeddings + token type 0 through the embedding "
-              "LayerNorm; position embeddings left out; no data",
-              "scale": "1/sqrt(d_head)" if definition == "qk_weights" else "1/d_model"},
-    )
-
-
-def weights_operators(model: Geneformer, genes: Sequence[str], definition: str) -> Operators:
-    """The weights-only operators of `definition` (qk_weights or ov_weights)."""
-    readers = {"qk_weights": qk_weights, "ov_weights": ov_weights}
-    if definition not in readers:
-        raise InputError(f"operators definition={definition!r} is not weights-only {tuple(readers)}; "
-                         "use export_operators for forward-pass definitions")
-    return readers[definition](model, genes)
-
-
 # ------------------------------------------------------------------------------------------------------- embeddings
 def embed_cells(
     model: Geneformer, adata, *, gene_column: str | None = None, counts_layer: str = "counts", emb_layer: int = -1,
-    batch_size: int = 32, out=None, progress: bool = True, chunk_size: int = CHUNK_ROWS,
+    batch_size: int = 32, precision: str = "fp32", out=None, progress: bool = True, chunk_size: int = CHUNK_ROWS,
 ) -> np.ndarray:
     """Cell embeddings as Geneformer's EmbExtractor computes them by default: the mean of one layer's gene states.
 
     Layer: transformers' hidden_states[n_layers + emb_layer], emb_layer -1 (Geneformer's default: the second-to-last
     layer's output) or 0 (the last layer's). The mean runs over the cell's gene tokens only (`<cls>`, `<eos>` and
     padding excluded). Tokenisation has no random draw, so a cell's embedding depends on its counts alone, not on its
-    batch. Counts on disk are read `chunk_size` rows at a time; `out` (e.g. an h5py dataset) receives the rows.
+    batch. `precision` bf16/fp16 runs the forward pass under torch.autocast. Counts on disk are read `chunk_size`
+    rows at a time; `out` (e.g. an h5py dataset) receives the rows.
     """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}; fix model.embedding_precision")
     if emb_layer not in EMB_LAYERS:
         raise InputError(f"emb_layer={emb_layer} is not one of {EMB_LAYERS} (Geneformer: -1 second-to-last layer, "
                          "0 last layer); fix the Geneformer embedding layer in the config")
@@ -419,11 +392,13 @@ def embed_cells(
     n = adata.n_obs
     if out is None:
         out = np.zeros((n, model.d_model), dtype=np.float32)
-    which = model.nlayers + emb_layer
+    which = model.n_layers + emb_layer
     first = 1 if model.special_tokens else 0
     device = next(model.parameters()).device
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for c0, c1, block in progress_log(row_blocks(X, chunk_size=chunk_size), f"Geneformer embeddings ({n:,} cells)",
                                           total=-(-n // chunk_size), enabled=progress):
             block = sp.csr_matrix(block, dtype=np.float64)
@@ -545,7 +520,6 @@ def load_geneformer(directory: str | os.PathLike, device: str | torch.device = "
     if max(tokens.values()) >= raw["vocab_size"]:
         raise InputError(f"{config_path}: vocab_size {raw['vocab_size']} is smaller than the token dictionary's largest "
                          f"id {max(tokens.values())}; the dictionary belongs to another Geneformer release")
-    meta = raw.pop("fmextract", {})
     config = BertConfig.from_dict(raw)
     config._attn_implementation = "eager"
     bert = BertForMaskedLM(config)
@@ -566,7 +540,7 @@ def load_geneformer(directory: str | os.PathLike, device: str | torch.device = "
     if ignored:
         log.info("%s: ignoring weights not used here: %s", path, ", ".join(ignored))
     bert.load_state_dict(load, strict=False)
-    model = Geneformer(bert, tokens, medians, meta)
+    model = Geneformer(bert, tokens, medians, raw)
     model.checkpoint_sha256 = _sha256(path)
     return model.to(device).eval()
 
@@ -580,11 +554,8 @@ def save_geneformer(model: Geneformer, directory: str | os.PathLike) -> None:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_dict()
-    config.pop("_attn_implementation_autoset", None)
-    config = {**config, "architectures": ["BertForMaskedLM"], "fmextract": model.meta}
     with atomic_path(directory / CONFIG_FILE) as tmp:
-        Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        Path(tmp).write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.bert.state_dict().items()}
     with atomic_path(directory / WEIGHT_FILES[0]) as tmp:
         save_file(state, tmp)
@@ -661,70 +632,73 @@ def build_geneformer(
         pad_token_id=token_dictionary[PAD], type_vocab_size=2,
     )
     config._attn_implementation = "eager"
-    return Geneformer(_fresh_bert(config, seed), token_dictionary, gene_medians, {"seed": seed})
+    return Geneformer(_fresh_bert(config, seed), token_dictionary, gene_medians, {**_config_dict(config), "seed": seed})
 
 
-def untrained_copy(model: Geneformer, *, seed: int) -> Geneformer:
-    """The same BertConfig and dictionaries with fresh seeded weights: the untrained-model control."""
-    meta = {**{k: v for k, v in model.meta.items() if k != "planted"}, "seed": seed, "untrained": True}
-    return Geneformer(_fresh_bert(model.config, seed), model.token_dictionary, model.gene_medians, meta)
+def pretrain(
+    model: Geneformer, counts, genes: Sequence[str], *, steps: int, batch_size: int, lr: float, warmup: int,
+    mask_ratio: float, seed: int, progress: bool = True,
+) -> list[tuple[int, float]]:
+    """Geneformer's objective, briefly: masked gene prediction on rank-value encoded cells; the (step, loss) curve.
 
-
-def planted_copy(
-    model: Geneformer, programs: Mapping[str, Sequence[str]], *, layer: int, head: int, seed: int, logit_gap: float,
-) -> tuple[Geneformer, dict[str, str]]:
-    """The positive control: `untrained_copy(model, seed)` with head (layer, head) attending within marker programs.
-
-    As for scGPT (fmextract.planted): a d_head-dimensional mean-zero subspace U of the embedding space is cleared from
-    every gene token, position and token-type embedding, a program gene gets its program's code `s · U c_p` added
-    (s: the norm of its remaining token embedding), and the head reads U alone (W_Q = W_K = κ Uᵀ, zero biases), κ
-    set so the median same-program logit on `gene_space` equals `logit_gap`. `programs` are keyed as the model is
-    (Ensembl ids). Returns the model (meta records the head, programs and κ) and the gene -> program map used.
+    Each step draws `batch_size` cells; in each, int(n_genes * mask_ratio) (at least 1) of its gene tokens are
+    replaced by `<mask>` and predicted (cross-entropy over the vocabulary, transformers' BertForMaskedLM loss).
+    Adam, linear warm-up over `warmup` steps then constant. Seeded; the global RNG is left untouched; eval mode after.
     """
-    if not 0 <= layer < model.nlayers or not 0 <= head < model.nhead:
-        raise InputError(f"model.planted: head L{layer}H{head} is not in the checkpoint's {model.nlayers} layers x "
-                         f"{model.nhead} heads; fix model.planted.layer / head")
-    if logit_gap <= 0:
-        raise InputError(f"model.planted.logit_gap={logit_gap} must be > 0")
-    planted = untrained_copy(model, seed=seed)
-    member: dict[str, str] = {}
-    for name, genes in programs.items():
-        for g in genes:
-            if str(g) in planted.token_dictionary and str(g) not in SPECIAL_TOKENS:
-                member.setdefault(str(g), str(name))
-    names = sorted(set(member.values()))
-    if len(names) < 2:
-        raise InputError(f"planted head: {len(names)} marker program(s) have genes in the token dictionary; at least 2 "
-                         "are needed (check the marker programs' gene keys against the model's Ensembl ids)")
-    d, H = planted.d_model, planted.nhead
-    dh = d // H
-    U, codes = _program_basis(d, dh, len(names), np.random.default_rng(seed))
-    emb = planted.bert.bert.embeddings
-    with torch.no_grad():
-        words = emb.word_embeddings.weight.double().numpy().copy()
-        genes = [planted.token_dictionary[g] for g in planted.token_dictionary if g not in SPECIAL_TOKENS]
-        words[genes] -= (words[genes] @ U) @ U.T
-        for g, p in member.items():
-            i = planted.token_dictionary[g]
-            words[i] += np.linalg.norm(words[i]) * (U @ codes[names.index(p)])
-        emb.word_embeddings.weight.copy_(torch.from_numpy(words))
-        for table in (emb.position_embeddings, emb.token_type_embeddings):
-            w = table.weight.double().numpy()
-            table.weight.copy_(torch.from_numpy(w - (w @ U) @ U.T))
-        marked = sorted(member)
-        proj = gene_space(planted, marked).numpy() @ U
-        label = np.array([names.index(member[g]) for g in marked])
-        same = (label[:, None] == label[None, :]) & ~np.eye(len(marked), dtype=bool)
-        if not same.any():
-            raise InputError("planted head: no marker program has 2 genes in the token dictionary; check the programs")
-        kappa = math.sqrt(logit_gap * math.sqrt(dh) / float(np.median((proj @ proj.T)[same])))
-        sa = planted.bert.bert.encoder.layer[layer].attention.self
-        rows = slice(head * dh, (head + 1) * dh)
-        for lin in (sa.query, sa.key):
-            lin.weight[rows] = torch.from_numpy(kappa * U.T).to(lin.weight.dtype)
-            lin.bias[rows] = 0.0
-    planted.meta = {**{k: v for k, v in planted.meta.items() if k != "untrained"},
-                    "planted": {"layer": layer, "head": head, "seed": seed, "logit_gap": logit_gap, "kappa": kappa,
-                                "programs": names, "n_genes": len(member)}}
-    log.info("planted Geneformer L%dH%d on %d genes of %d programs (kappa %.3f)", layer, head, len(member), len(names), kappa)
-    return planted, member
+    if not 0 < mask_ratio < 1:
+        raise InputError(f"mask_ratio={mask_ratio} must lie in (0, 1); fix model.pretrain.mask_ratio")
+    tokens = model.token_ids(genes, what="genes")
+    medians = np.array([model.gene_medians[str(g)] for g in genes])
+    cells = [cell_tokens(model, o, tokens) for o in rank_value_order(counts, medians, limit=_gene_slots(model))]
+    first = 1 if model.special_tokens else 0
+    usable = [i for i, c in enumerate(cells) if len(c) - 2 * first > 1]
+    if not usable:
+        raise InputError("pretrain: no cell has two expressed genes of the token dictionary; check the counts")
+    rng = np.random.default_rng(seed)
+    device = next(model.parameters()).device
+    curve: list[tuple[int, float]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+        model.train()
+        for step in progress_log(range(steps), "Geneformer pretraining (steps)", enabled=progress):
+            rows, labels = [], []
+            for c in rng.choice(usable, size=batch_size, replace=batch_size > len(usable)):
+                ids = cells[c].copy()
+                genes_at = np.arange(first, len(ids) - first)
+                hide = rng.choice(genes_at, size=max(1, int(len(genes_at) * mask_ratio)), replace=False)
+                label = np.full(len(ids), -100, dtype=np.int64)
+                label[hide], ids[hide] = ids[hide], model.token_dictionary[MASK]
+                rows.append(ids)
+                labels.append(label)
+            ids, mask = pad_batch(rows, model.pad_id)
+            target = torch.full(ids.shape, -100, dtype=torch.long)
+            for i, label in enumerate(labels):
+                target[i, : len(label)] = torch.from_numpy(label)
+            loss = model.bert(input_ids=ids.to(device), attention_mask=mask.to(device), labels=target.to(device)).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            curve.append((step + 1, float(loss.item())))
+    model.eval()
+    return curve
+
+
+def _gene_slots(model: Geneformer) -> int:
+    """Gene tokens per cell: the input size, less `<cls>` and `<eos>` when the model has them."""
+    return model.input_size - (2 if model.special_tokens else 0)
+
+
+def _check_nonempty(rows: Sequence[np.ndarray], model: Geneformer, which) -> None:
+    """A cell with no gene token (no counts on the dictionary's genes) cannot be encoded: one line naming it."""
+    empty = [int(w) for w, r in zip(which, rows) if len(r) == (2 if model.special_tokens else 0)]
+    if empty:
+        raise InputError(f"{len(empty)} cell(s) (rows {empty[:5]}) have no counts on any gene of the Geneformer token "
+                         "dictionary; filter empty cells (scanpy.pp.filter_cells(min_counts=1)) first")
+
+
+#: this module's model kind (config `model.kind: geneformer`)
+Model = Geneformer
