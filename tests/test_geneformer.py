@@ -181,6 +181,16 @@ def test_qk_raw_and_absent_genes(world):
     np.testing.assert_allclose(prob.operators.sum(-1)[..., expressed], 1.0, atol=1e-5)
     assert not prob.operators[..., ~expressed, :].any() and not raw.operators[..., ~expressed, :].any()
     assert (~expressed).any() and np.isfinite(raw.operators).all()
+    # a context cell expressing no panel gene adds nothing: the sum over 10 cells equals the sum over the other 9
+    sub = panel[:10].copy()
+    counts = sub.layers["counts"].tolil()
+    counts[0, :40] = 0
+    sub.layers["counts"] = counts.tocsr()
+    ten = export_operators(world["model"], sub, genes=genes, n_context=10, definition="qk_raw", seed=0,
+                           gene_column="ensembl_id", progress=False)
+    nine = export_operators(world["model"], sub[1:].copy(), genes=genes, n_context=9, definition="qk_raw", seed=0,
+                            gene_column="ensembl_id", progress=False)
+    np.testing.assert_allclose(ten.operators * 10, nine.operators * 9, atol=1e-4)
 
 
 def test_weights_only_readings_leave_position_embeddings_out(world):

@@ -150,8 +150,9 @@ class Geneformer(FoundationModel):
         truncated to the input size and framed by `<cls>`/`<eos>` (V2), so each cell orders its genes differently
         and holds only its expressed ones. Entry (i, j) of a cell is the attention from the position of gene i to
         that of gene j; a gene absent from the cell (not expressed, or truncated away) adds nothing to that cell's
-        term, nor does attention to special tokens. `count` is the number of cells, as for scGPT, so an absent gene
-        counts as zero attention. No random draw (`seed` unused: ties keep gene order).
+        term, nor does attention to special tokens (a cell expressing no panel gene adds nothing at all). `count` is
+        the number of cells, as for scGPT, so an absent gene counts as zero attention. No random draw (`seed`
+        unused: ties keep gene order).
         """
         tokens = self.token_ids(genes, what="panel genes")
         medians = np.array([self.gene_medians[str(g)] for g in genes])
@@ -162,10 +163,11 @@ class Geneformer(FoundationModel):
         with torch.no_grad():
             for start in progress_log(range(0, counts.shape[0], batch_size), f"Geneformer operators ({definition}, "
                                       "cell batches)", enabled=progress):
-                orders = rank_value_order(counts[start : start + batch_size], medians, limit=_gene_slots(self))
-                rows = [cell_tokens(self, o, tokens) for o in orders]
-                _check_nonempty(rows, self, range(start, start + len(rows)))
-                ids, mask = pad_batch(rows, self.pad_id)
+                orders = [o for o in rank_value_order(counts[start : start + batch_size], medians,
+                                                      limit=_gene_slots(self)) if len(o)]
+                if not orders:  # no cell of the batch expresses a panel gene: nothing to add
+                    continue
+                ids, mask = pad_batch([cell_tokens(self, o, tokens) for o in orders], self.pad_id)
                 maps = [(torch.arange(first, first + len(o), device=device), torch.as_tensor(o, device=device))
                         for o in orders]
                 for layer, _, att in self.iter_layers(ids.to(device), mask.to(device), capture=definition):
