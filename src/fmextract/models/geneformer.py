@@ -19,12 +19,10 @@ import logging
 import math
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
@@ -39,7 +37,7 @@ from fmextract.models.base import FORWARD_DEFINITIONS, PRECISIONS, AttentionSums
 log = logging.getLogger(__name__)
 
 #: the checkpoint folder the workflow reads and writes (`fmextract.models.checkpoint_files`); `load_geneformer` also
-#: reads pytorch_model.bin in place of model.safetensors, and release-suffixed dictionaries (token_dictionary_gc104M.pkl)
+#: reads pytorch_model.bin in place of model.safetensors, and release-suffixed dictionaries (e.g. _gc104M)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "token_dictionary.pkl", "gene_median_dictionary.pkl")
 VOCABULARY_FILE = "token_dictionary.pkl"
 CONFIG_FILE = "config.json"
@@ -274,7 +272,9 @@ def _config_dict(bert_config) -> dict:
     return {**config, "architectures": ["BertForMaskedLM"]}
 
 
-def _bert_layer(layer: nn.Module, x: Tensor, keep: Tensor, nhead: int, capture: str | None) -> tuple[Tensor, Tensor | None]:
+def _bert_layer(
+    layer: nn.Module, x: Tensor, keep: Tensor, nhead: int, capture: str | None
+) -> tuple[Tensor, Tensor | None]:
     """One BertLayer with the attention written out (same maths as transformers' eager attention)."""
     sa = layer.attention.self
     B, T, E = x.shape
@@ -289,7 +289,9 @@ def _bert_layer(layer: nn.Module, x: Tensor, keep: Tensor, nhead: int, capture: 
 
 
 # ------------------------------------------------------------------------------------------------------ tokenisation
-def token_columns(keys: Sequence[str], model: Geneformer, *, source: str = "the data") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def token_columns(
+    keys: Sequence[str], model: Geneformer, *, source: str = "the data"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(columns of `keys` the model has a token for, their token ids, their gene medians).
 
     Genes outside the token dictionary are left out, as Geneformer's tokenizer leaves them out; a gene with a token
@@ -365,8 +367,9 @@ def pad_batch(rows: Sequence[np.ndarray], pad_id: int) -> tuple[Tensor, Tensor]:
 def _gene_keys(adata, gene_column: str | None) -> list[str]:
     """The AnnData's gene keys: var[gene_column] or var_names, as strings."""
     if gene_column is not None and gene_column not in adata.var.columns:
-        raise InputError(f"AnnData var has no column {gene_column!r} (var has: {', '.join(map(str, adata.var.columns[:12]))}); "
-                         "set the gene key column to the one holding Ensembl ids, or null for var_names")
+        have = ", ".join(map(str, adata.var.columns[:12]))
+        raise InputError(f"AnnData var has no column {gene_column!r} (var has: {have}); set the gene key column to "
+                         "the one holding Ensembl ids, or null for var_names")
     return [str(g) for g in (adata.var[gene_column] if gene_column else adata.var_names)]
 
 
@@ -384,7 +387,8 @@ def embed_cells(
     rows at a time; `out` (e.g. an h5py dataset) receives the rows.
     """
     if precision not in PRECISIONS:
-        raise InputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}; fix model.embedding_precision")
+        raise InputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}; "
+                         "fix model.embedding_precision")
     if emb_layer not in EMB_LAYERS:
         raise InputError(f"emb_layer={emb_layer} is not one of {EMB_LAYERS} (Geneformer: -1 second-to-last layer, "
                          "0 last layer); fix the Geneformer embedding layer in the config")
@@ -456,7 +460,8 @@ def _read_dictionary(path: Path, kind: type) -> dict:
     try:
         return {str(k): kind(v) for k, v in obj.items()}
     except (TypeError, ValueError):
-        raise InputError(f"{path}: values must be {kind.__name__}s (Ensembl id -> {kind.__name__}); restore the file") from None
+        raise InputError(f"{path}: values must be {kind.__name__}s (Ensembl id -> {kind.__name__}); "
+                         "restore the file") from None
 
 
 def read_dictionaries(directory: str | os.PathLike) -> tuple[dict[str, int], dict[str, float]]:
@@ -520,8 +525,8 @@ def load_geneformer(directory: str | os.PathLike, device: str | torch.device = "
                          f"{raw.get('model_type')!r}); use the config.json of the Geneformer model")
     tokens, medians = read_dictionaries(directory)
     if max(tokens.values()) >= raw["vocab_size"]:
-        raise InputError(f"{config_path}: vocab_size {raw['vocab_size']} is smaller than the token dictionary's largest "
-                         f"id {max(tokens.values())}; the dictionary belongs to another Geneformer release")
+        raise InputError(f"{config_path}: vocab_size {raw['vocab_size']} is smaller than the token dictionary's "
+                         f"largest id {max(tokens.values())}; the dictionary belongs to another Geneformer release")
     config = BertConfig.from_dict(raw)
     config._attn_implementation = "eager"
     bert = BertForMaskedLM(config)
@@ -530,7 +535,8 @@ def load_geneformer(directory: str | os.PathLike, device: str | torch.device = "
     own = bert.state_dict()
     core = [k for k in own if k.startswith("bert.")]
     lost = [k for k in core if k not in state]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in core if k in state and state[k].shape != own[k].shape]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in core
+              if k in state and state[k].shape != own[k].shape]
     if lost or shapes:
         detail = f"missing {len(lost)} key(s) {lost[:4]}" if lost else f"wrong shape {shapes[:3]}"
         raise InputError(f"{path}: weights do not match config.json ({detail}); use the config.json shipped with them")
