@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -21,20 +22,28 @@ if TYPE_CHECKING:
     from fmextract.models.base import FoundationModel
 
 DEFAULT_KIND = "scgpt"
-#: The model kinds shipped: every module of this package except the contract itself.
-MODEL_KINDS = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"))
 #: The module-level literals every model module declares (read without importing it).
 LAYOUT_NAMES = ("CHECKPOINT_FILES", "VOCABULARY_FILE")
 #: Ensembl gene ids (ENSG..., ENSMUSG..., versioned or not), as `gene_key_type` recognises them.
 ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 
 
+def model_kinds() -> tuple[str, ...]:
+    """The model kinds there are: every module of this package except the contract itself."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"))
+
+
+#: The model kinds shipped.
+MODEL_KINDS = model_kinds()
+
+
 def _module_path(kind: str) -> Path:
-    """The source file of model kind `kind`, or a one-line InputError listing the kinds there are."""
-    if kind not in MODEL_KINDS:
-        raise InputError(f"model.kind={kind!r} is not a model kind ({', '.join(MODEL_KINDS)}); fix config model.kind, "
+    """The source file of model kind `kind` (found, not run), or a one-line InputError listing the kinds there are."""
+    kinds = model_kinds()
+    if kind not in kinds:
+        raise InputError(f"model.kind={kind!r} is not a model kind ({', '.join(kinds)}); fix config model.kind, "
                          "or add src/fmextract/models/<kind>.py (docs/models.md: add a model)")
-    return Path(__file__).with_name(f"{kind}.py")
+    return Path(importlib.util.find_spec(f"{__name__}.{kind}").origin)
 
 
 def layout(kind: str) -> dict[str, object]:
