@@ -324,7 +324,7 @@ def rank_value_order(counts, medians: np.ndarray, *, n_counts: np.ndarray | None
     `n_counts` or the sum over all genes of the file). Ties keep column order (a stable sort; Geneformer's
     np.argsort leaves tied genes in an unspecified order). `limit`: the number of gene tokens kept.
     """
-    m = sp.csr_matrix(counts, dtype=np.float64)
+    m = sp.csr_matrix(counts, dtype=np.float64, copy=True)  # a copy: consistent index dtypes, input untouched
     m.sum_duplicates()
     m.sort_indices()
     m.eliminate_zeros()
