@@ -76,6 +76,9 @@ def test_rank_value_order_matches_a_hand_ranked_cell():
     assert gf.rank_value_order(counts, medians, limit=2)[0].tolist() == [2, 3]
     # the library size is the cell's total over all its genes, not the panel's: a given n_counts is used as is
     assert gf.rank_value_order(counts, medians, n_counts=[1.0, 1.0])[0].tolist() == [2, 3, 0, 4]
+    mixed = sp.csr_matrix(counts, dtype=np.float32)  # as anndata reads it back: int32 indices, int64 indptr
+    mixed.indptr = mixed.indptr.astype(np.int64)
+    assert [o.tolist() for o in gf.rank_value_order(mixed, medians)] == [[2, 3, 0, 4], [1]]
 
 
 def test_cell_tokens_frame_v2_cells_and_truncate_to_the_input_size(world):
