@@ -1,5 +1,6 @@
-"""Geneformer in its Hugging Face layout: loading, rank-value tokenisation, per-head gene-space operators, cell
-embeddings, and the untrained and planted copies.
+"""Geneformer behind the model contract (`model.kind: geneformer`): its Hugging Face layout, rank-value
+tokenisation, the forward pass with attention mapped back to genes, its default cell embedding, the untrained copy
+and a briefly pretrained demo model (the planted copy is `fmextract.planted`, through the contract).
 
 Written from Geneformer's source (ctheodoris/Geneformer, `geneformer/tokenizer.py`, `emb_extractor.py`) without
 depending on the `geneformer` package; the network is transformers' `BertForMaskedLM`. A checkpoint folder holds
@@ -554,7 +555,7 @@ def load_geneformer(directory: str | os.PathLike, device: str | torch.device = "
 
 
 def save_geneformer(model: Geneformer, directory: str | os.PathLike) -> None:
-    """Write the Hugging Face layout: config.json (+ fmextract's meta), model.safetensors, the two dictionary pickles.
+    """Write the Hugging Face layout: config.json (= model.config), model.safetensors, the two dictionary pickles.
 
     Atomic per file; sets model.checkpoint_sha256 to the new weights file's hash.
     """
