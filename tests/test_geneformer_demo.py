@@ -52,3 +52,5 @@ def test_every_method_is_scored_and_the_planted_head_is_screened(run):
     definitions = pd.read_csv(run / "results" / "tables" / "operator_definitions.tsv", sep="\t")
     planted = definitions[definitions["model"] == "planted"]
     assert len(planted) == len(cfg["operators"]["compare"]) and planted["planted_head_rank"].notna().all()
+    configured = planted.set_index("definition")["planted_head_rank"][cfg["operators"]["definition"]]
+    assert configured == 1  # the planted positive control is found first by the configured definition
