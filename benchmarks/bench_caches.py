@@ -114,7 +114,7 @@ def step_embed(args: argparse.Namespace, work: Path) -> dict:
 
     import bench_scgpt
     from fmextract.chunks import open_backed, read_rows
-    from fmextract.scgpt import embed_to_cache, load_scgpt
+    from fmextract.models.scgpt import embed_to_cache, load_scgpt
 
     torch.set_num_threads(args.threads)
     ns = argparse.Namespace(vocab_genes=60_697 - 3, seed=args.seed, threads=args.threads, device="cpu")

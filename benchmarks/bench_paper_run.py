@@ -147,7 +147,7 @@ def standins(args: argparse.Namespace, wf: Path, paper: dict) -> dict:
 
 def checkpoint(args: argparse.Namespace, wf: Path, paper: dict) -> Path:
     """A random whole-human-layout checkpoint over the stand-ins' genes padded to 60,697 tokens, flash-era keys."""
-    from fmextract.scgpt import build_demo_model, save_scgpt
+    from fmextract.models.scgpt import build_demo_model, save_scgpt
     from fmextract.standin import standin_genes
 
     folder = wf / Path(paper["downloads"]["scgpt_weights"]["path"]).parent
@@ -234,7 +234,7 @@ def embed_sample(args: argparse.Namespace, wf: Path) -> dict:
 
     from fmextract import cache
     from fmextract.chunks import open_backed
-    from fmextract.scgpt import embed_to_cache, load_scgpt
+    from fmextract.models.scgpt import embed_to_cache, load_scgpt
 
     torch.set_num_threads(1)
     panel_path = wf / "results" / "data" / "benchmark.h5ad"

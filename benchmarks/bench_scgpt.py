@@ -93,7 +93,7 @@ def _sync(torch, device: str) -> None:
 def build_checkpoint(args: argparse.Namespace, work: Path) -> dict:
     """Random full-size model saved with flash-attn keys, reloaded with load_scgpt; returns what was checked."""
     torch = _torch_setup(args)
-    from fmextract.scgpt import build_demo_model, load_scgpt, save_scgpt
+    from fmextract.models.scgpt import build_demo_model, load_scgpt, save_scgpt
 
     genes = [f"GENE{i:05d}" for i in range(args.vocab_genes)]
     start = time.perf_counter()
@@ -143,7 +143,7 @@ def write_data(args: argparse.Namespace, work: Path, genes: list[str]) -> dict:
 def truncated_checkpoint(work: Path) -> str:
     """Copy the checkpoint, cut best_model.pt in half, return load_scgpt's InputError message."""
     from fmextract.errors import InputError
-    from fmextract.scgpt import load_scgpt
+    from fmextract.models.scgpt import load_scgpt
 
     bad = work / "truncated"
     shutil.copytree(work / "checkpoint", bad, dirs_exist_ok=True)
@@ -170,7 +170,7 @@ def worker_export(args: argparse.Namespace, work: Path) -> dict:
     import numpy as np
 
     from fmextract.operators import export_operators
-    from fmextract.scgpt import load_scgpt
+    from fmextract.models.scgpt import load_scgpt
 
     model = load_scgpt(work / "checkpoint", device=args.device)
     adata = ad.read_h5ad(work / "cells.h5ad")
@@ -199,7 +199,7 @@ def worker_embed(args: argparse.Namespace, work: Path) -> dict:
     import anndata as ad
     import numpy as np
 
-    from fmextract.scgpt import embed_cells, load_scgpt
+    from fmextract.models.scgpt import embed_cells, load_scgpt
 
     model = load_scgpt(work / "checkpoint", device=args.device)
     adata = ad.read_h5ad(work / "cells.h5ad")[: args.worker_n]

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Measure, check, print and write the table."""
     from fmextract.operators import weights_operators
-    from fmextract.scgpt import build_demo_model, load_scgpt, save_scgpt
+    from fmextract.models.scgpt import build_demo_model, load_scgpt, save_scgpt
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ import torch
 from fmextract import cache, methods
 from fmextract.chunks import open_backed
 from fmextract.errors import InputError
-from fmextract.scgpt import build_demo_model, embed_cells, embed_to_cache
+from fmextract.models.scgpt import build_demo_model, embed_cells, embed_to_cache
 
 torch.set_num_threads(1)
 

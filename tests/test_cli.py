@@ -93,14 +93,16 @@ def test_apply_on_a_cellxgene_file_as_it_ships_equals_counts_in_x(files, capsys)
         assert result.uns["fmextract"]["counts"] == "raw.X" and result.uns["fmextract"]["coverage"] == 1.0
 
 
-@pytest.mark.parametrize("case", ["missing_input", "missing_head", "low_coverage", "no_raw", "not_counts"])
+@pytest.mark.parametrize("case", ["missing_input", "missing_head", "other_gene_keys", "no_raw", "not_counts"])
 def test_bad_input_exits_2_with_one_line(case, files, capsys):
     out = files["dir"] / f"{case}.h5ad"
     head, cells = str(files["head"]), str(files["cells"])
     argv, expected = {
         "missing_input": (["apply", head, str(files["dir"] / "absent.h5ad"), str(out)], "absent.h5ad: input file not found"),
         "missing_head": (["apply", str(files["dir"] / "nohead.npz"), cells, str(out)], "nohead.npz: head file not found"),
-        "low_coverage": (["apply", head, str(files["ids_only"]), str(out)], "0 of 50 panel genes (0.0%) found in var_names"),
+        # a symbol-keyed (scGPT) head on a file keyed by Ensembl ids only (low coverage itself: test_head.py)
+        "other_gene_keys": (["apply", head, str(files["ids_only"]), str(out)],
+                            "whose genes are gene symbols, but var_names holds Ensembl gene ids (e.g. ENSG00000000000)"),
         "no_raw": (["apply", head, str(files["normalised"]), str(out), "--counts-layer", "raw.X"],
                    "--counts-layer=raw.X but the file has no raw.X"),
         # normalised.h5ad has no counts layer and no raw.X, so its (non-count) X is used
@@ -174,6 +176,7 @@ def test_info_describes_the_head(files, capsys):
     assert main(["info", str(files["head"])]) == 0
     stdout = capsys.readouterr().out
     assert "panel: 50 genes; feature map: dense, 30 features; latent: 10 dims" in stdout
+    assert "model: scgpt; genes keyed by symbol" in stdout
     assert "readout cd4_cd8: P(naive_cd4_t/memory_cd4_t/treg)" in stdout and "adaptor 300" in stdout  # W only (10 x 30)
 
 

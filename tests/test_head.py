@@ -230,3 +230,44 @@ def test_load_and_build_errors(head, parts, panel, tmp_path):
         build_head(*parts, train_cells(panel)[:, 5:].copy(), subtypes=SUBTYPES, seed=0)
     with pytest.raises(InputError, match="no cells"):
         head.apply(panel[:0].copy())
+
+
+def ensembl_keyed(adata: ad.AnnData, ids: dict[str, str]) -> ad.AnnData:
+    """A copy of `adata` whose var_names are Ensembl-style ids (symbols kept in var['symbol'])."""
+    out = adata.copy()
+    out.var["symbol"] = out.var_names.to_numpy()
+    out.var_names = [ids[g] for g in out.var_names]
+    return out
+
+
+def test_head_records_its_model_and_refuses_input_keyed_otherwise(head, parts, panel, raw, applied, tmp_path):
+    ids = {g: f"ENSG{i:011d}" for i, g in enumerate(raw.var_names)}
+    fmap, adaptor = parts
+    keyed = FeatureMap(genes=[ids[g] for g in fmap.genes], kind=fmap.kind, matrix=fmap.matrix)
+    # a head of a model keyed by Ensembl ids (e.g. Geneformer), trained on the same cells: a model record survives save
+    build_head(keyed, adaptor, ensembl_keyed(train_cells(panel), ids), subtypes=SUBTYPES, seed=0,
+               model_kind="geneformer").save(tmp_path / "ensembl.npz")
+    ensembl = Head.load(tmp_path / "ensembl.npz")
+    assert ensembl.model == {"kind": "geneformer", "gene_keys": "ensembl"}
+    assert head.model == {"kind": "scgpt", "gene_keys": "symbol"}
+    cells = holdout_cells(raw)
+    assert_same_predictions(ensembl.apply(ensembl_keyed(cells, ids)), applied, exact=False)
+    by_column = ensembl_keyed(cells, ids)
+    by_column.var["gene_id"], by_column.var_names = by_column.var_names.to_numpy(), by_column.var["symbol"].to_numpy()
+    assert_same_predictions(ensembl.apply(by_column, gene_symbol_column="gene_id"), applied, exact=False)
+    # each the other way round: one line naming the model, what the head needs and what the file holds
+    with pytest.raises(InputError, match=r"^cells\.h5ad: this head was extracted from a geneformer model whose genes "
+                                         r"are Ensembl gene ids, but var_names holds gene symbols") as err:
+        ensembl.apply(cells, source="cells.h5ad")
+    assert "\n" not in str(err.value)
+    ids_only = ensembl_keyed(cells, ids)
+    del ids_only.var["symbol"]
+    with pytest.raises(InputError, match=r"scgpt model whose genes are gene symbols, but var_names holds Ensembl gene "
+                                         r"ids \(e\.g\. ENSG"):
+        head.apply(ids_only)
+
+
+def test_a_head_without_a_model_record_is_read_as_scgpt(head, parts, tmp_path):
+    meta = {k: v for k, v in head.meta.items() if k != "model"}
+    Head(fmap=head.fmap, adaptor=head.adaptor, readouts=head.readouts, meta=meta).save(tmp_path / "old.npz")
+    assert Head.load(tmp_path / "old.npz").model == {"kind": "scgpt", "gene_keys": "symbol", "recorded": False}

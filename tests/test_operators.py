@@ -11,7 +11,7 @@ import torch
 
 from fmextract.errors import InputError
 from fmextract.operators import Operators, context_cells, export_operators, load_operators, save_operators
-from fmextract.scgpt import binning, build_demo_model, gene_ids_for, tokenize_all_genes
+from fmextract.models.scgpt import binning, build_demo_model, gene_ids_for, tokenize_all_genes
 
 torch.set_num_threads(1)
 GENES = [f"GENE{i}" for i in range(10)]
@@ -123,7 +123,7 @@ def _layer_norm(x, weight, bias, eps=1e-5):
 @pytest.fixture(scope="module")
 def saved_checkpoint(tmp_path_factory):
     """The test model saved in scGPT's layout (flash-era keys) and loaded back, with its folder."""
-    from fmextract.scgpt import load_scgpt, save_scgpt
+    from fmextract.models.scgpt import load_scgpt, save_scgpt
 
     m, vocab, args = build_demo_model(GENES, d_model=16, nhead=2, d_hid=16, nlayers=3, seed=4)
     folder = tmp_path_factory.mktemp("ckpt")

@@ -11,8 +11,9 @@ import torch
 
 from fmextract import data
 from fmextract.errors import InputError
-from fmextract.planted import factor_programs, gene_programs, planted_copy
-from fmextract.scgpt import build_demo_model, load_scgpt, save_scgpt, untrained_copy
+from fmextract.interpret import factor_programs
+from fmextract.planted import gene_programs, planted_copy
+from fmextract.models.scgpt import build_demo_model, load_scgpt, save_scgpt, untrained_copy
 from fmextract.simulate import simulate_panel
 from fmextract.stages import load_marker_programs, load_stage_graph, ruler_distances, stage_info
 

@@ -11,7 +11,8 @@ import scipy.sparse as sp
 import torch
 
 from fmextract.errors import InputError
-from fmextract.scgpt import (
+from fmextract.models.base import resolve_device
+from fmextract.models.scgpt import (
     ScGPT,
     binning,
     build_demo_model,
@@ -21,7 +22,6 @@ from fmextract.scgpt import (
     load_scgpt,
     pretrain,
     read_vocab,
-    resolve_device,
     save_scgpt,
     tokenize_all_genes,
     untrained_copy,

@@ -28,7 +28,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from fmextract.scgpt import binning, embed_cells, load_scgpt
+from fmextract.models.scgpt import binning, embed_cells, load_scgpt
 
 torch.set_num_threads(1)
 

@@ -26,8 +26,8 @@ SPECS: dict[str, tuple[str, list[str]]] = {
         ["anndata", "scanpy", "pandas", "scikit-learn", "statsmodels", "pingouin", "scikit-misc"],
     ),
     "scgpt": (
-        "scGPT-architecture model, operator export and adaptor: torch (CPU build here; pick a CUDA build on GPU nodes).",
-        ["torch", "anndata", "scanpy", "pandas", "scikit-learn", "safetensors"],
+        "scGPT and Geneformer (transformers) models, operator export, adaptor: torch (CPU build here; CUDA on GPU nodes).",
+        ["torch", "anndata", "scanpy", "pandas", "scikit-learn", "safetensors", "transformers"],
     ),
     "scvi": (
         "scVI baseline: scvi-tools on torch (CPU build here; a CUDA build on GPU nodes).",

@@ -1,4 +1,4 @@
-"""Per-cell caches computed once and read by every split: frozen scGPT embeddings and frozen latents.
+"""Per-cell caches computed once and read by every split: frozen model embeddings and frozen latents.
 
 One format for both: an HDF5 file with `X` (cells x d float32, chunked by rows) and `obs_names` (the panel's cells in
 the panel's row order), plus provenance attributes. `write` streams row blocks in (memory: one block) and renames
@@ -26,7 +26,7 @@ CHUNK_ROWS = 4096
 
 
 class Writer:
-    """Row-slice target of a cache being written (`out[start:stop] = rows`), e.g. for `scgpt.embed_cells(out=...)`."""
+    """Row-slice target of a cache being written (`out[start:stop] = rows`), e.g. for a model's `embed_to_cache`."""
 
     def __init__(self, dataset: h5py.Dataset):
         self._dataset = dataset

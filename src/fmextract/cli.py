@@ -29,8 +29,10 @@ fmextract_branch, fmextract_stage (+ _probability), one fmextract_<subtype> prob
 INPUT must hold RAW integer counts over all measured genes (integer-valued floats are fine): the layer named
 by --counts-layer (or raw.X), else layers['counts'], else X if it holds integers, else raw.X, so a CELLxGENE
 file works as it ships (normalised X, counts in raw.X). The head applies the pipeline's log1p(CP10k)
-normalisation itself. Genes are matched by symbol: var_names, the var column named by --gene-symbol-column,
-or feature_name when var_names are Ensembl ids (CELLxGENE).
+normalisation itself. Genes are matched by the head's gene keys (`fmextract info` names them): symbols in
+var_names, the var column named by --gene-symbol-column, or feature_name when var_names are Ensembl ids
+(CELLxGENE); a head keyed by Ensembl ids (e.g. from Geneformer) reads var_names or --gene-symbol-column, and
+input keyed the other way is refused.
 INPUT is read batch by batch (memory: one batch of cells), so atlases of any size work; with
 --annotations-only OUTPUT holds obs, obsm and uns alone (no copy of the expression matrices).
 """
@@ -146,6 +148,9 @@ def _info(args: argparse.Namespace) -> int:
     m = head.meta
     fm = m["feature_map"]
     print(f"{args.head} ({Path(args.head).stat().st_size / 1e6:.2f} MB), fmextract {m['fmextract_version']}")
+    model = head.model
+    note = "" if model.get("recorded", True) else " (not recorded: written before heads named their model)"
+    print(f"model: {model['kind']}{note}; genes keyed by {model['gene_keys']}")
     print(f"panel: {fm['n_genes']} genes; feature map: {fm['kind']}, {fm['n_features']} features; "
           f"latent: {m['latent_dim']} dims")
     print(f"input: {m['input']['expects']}, normalised as {m['input']['normalisation']}")
@@ -189,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT.h5ad", help="cells to annotate, raw counts")
     p.add_argument("output", metavar="OUTPUT.h5ad", help="where to write the annotated copy (written atomically)")
     p.add_argument("--gene-symbol-column", metavar="COL", default=None,
-                   help="var column with gene symbols (default: var_names, or feature_name when var_names are "
-                        "Ensembl ids)")
+                   help="var column with the head's gene keys, symbols or Ensembl ids (default: var_names, or "
+                        "feature_name when var_names are Ensembl ids and the head is keyed by symbols)")
     p.add_argument("--counts-layer", metavar="NAME", default=None,
                    help="layer with raw counts, or raw.X (default: layers['counts'], else X if integer-valued, "
                         "else raw.X)")

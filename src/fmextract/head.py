@@ -4,7 +4,9 @@
 of training cells; `Head.save` writes everything into ONE .npz (no pickle: the feature map and adaptor files are
 embedded byte for byte, every fitted sklearn estimator is stored as its arrays plus its parameters as JSON);
 `Head.apply` maps raw counts of any panel to the latent and the readouts' predictions, in cell batches: after
-log1p(CP10k) the whole map is one matrix product (`latent.fold`, taken over the input's own gene order).
+log1p(CP10k) the whole map is one matrix product (`latent.fold`, taken over the input's own gene order). A head
+records the model kind it was extracted from and what its genes are keyed by (symbols or Ensembl ids), and refuses
+input whose genes are keyed the other way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from fmextract.errors import InputError
 from fmextract.features import BATCH_ROWS, FeatureMap
 from fmextract.io import atomic_path
 from fmextract.latent import FoldedLatent, fold
+from fmextract.models import DEFAULT_KIND, gene_key_type
 from fmextract.readouts import Readouts, _Constant, fit_readouts
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,9 @@ TARGET_SUM = 1e4
 #: obsm key of the latent written by `Head.apply`; obs columns are prefixed with `PREFIX`.
 LATENT_KEY = "X_fmextract"
 PREFIX = "fmextract_"
+#: what a head written before heads recorded their model was extracted from (scGPT was the only model then)
+UNRECORDED_MODEL = {"kind": DEFAULT_KIND, "gene_keys": "symbol", "recorded": False}
+KEY_NAMES = {"symbol": "gene symbols", "ensembl": "Ensembl gene ids"}
 
 #: Fitted attributes that fully define each readout estimator's predictions (stored as arrays).
 _FITTED: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -107,8 +113,13 @@ class Head:
 
     @property
     def genes(self) -> list[str]:
-        """Panel gene symbols, in feature-map order."""
+        """Panel genes as the model keys them (symbols or Ensembl ids), in feature-map order."""
         return self.fmap.genes
+
+    @property
+    def model(self) -> dict:
+        """{kind, gene_keys}: the model kind the head was extracted from and what its genes are keyed by."""
+        return self.meta.get("model", UNRECORDED_MODEL)
 
     @property
     def subtypes(self) -> dict[str, dict[str, list[str]]]:
@@ -184,9 +195,10 @@ class Head:
         if integer-valued, else raw.X (a CELLxGENE file as it ships: normalised X, counts in raw.X). The head
         normalises them itself exactly as the pipeline does: log1p(CP10k) with the library size over all
         (symbol-deduplicated) genes, then the panel genes. Do not pass log-normalised or panel-only data. Genes are
-        matched by symbol (var_names, `var[gene_symbol_column]`, or CELLxGENE's `feature_name` when var_names are
-        Ensembl ids); absent panel genes count as zero, and fewer than `min_coverage` of them present raises
-        InputError. Cells are processed `batch_size` at a time.
+        matched by the head's gene keys (`model["gene_keys"]`): symbols in var_names, `var[gene_symbol_column]`, or
+        CELLxGENE's `feature_name` when var_names are Ensembl ids; Ensembl ids in var_names or
+        `var[gene_symbol_column]`. Input keyed the other way raises InputError; absent panel genes count as zero, and
+        fewer than `min_coverage` of them present raises InputError. Cells are processed `batch_size` at a time.
 
         Writes (on a copy unless `inplace`): obsm["X_fmextract"] (latent), obsm["fmextract_branch_proba"] and
         ["fmextract_stage_proba"] (class probabilities), obs `fmextract_branch` / `fmextract_stage` (most likely
@@ -201,7 +213,9 @@ class Head:
         if adata.n_obs == 0:
             raise InputError(f"{source}: the file has no cells; pass a panel with at least one cell")
         counts, where = counts_source(adata, counts_layer, source=source, key="--counts-layer")
-        gene_symbol_column = symbol_column(adata.var, gene_symbol_column, source=source)
+        if self.model["gene_keys"] == "symbol":
+            gene_symbol_column = symbol_column(adata.var, gene_symbol_column, source=source)
+        self._check_gene_keys(adata.var, gene_symbol_column, source)
         dedup, select, missing = _panel_selection(adata.var, self.genes, gene_symbol_column, source)
         n_genes = len(self.genes)
         coverage = 1.0 - len(missing) / n_genes
@@ -254,6 +268,19 @@ class Head:
                                 "fmextract_version": version("fmextract")}
         return out
 
+    def _check_gene_keys(self, var: pd.DataFrame, gene_column: str | None, source: str) -> None:
+        """One-line InputError when the input's genes are keyed otherwise than the head's (symbols vs Ensembl ids)."""
+        if gene_column is not None and gene_column not in var.columns:
+            return  # _panel_selection names the missing column
+        names = pd.Index(var[gene_column] if gene_column else var.index)[:1000].astype(str)
+        found, wanted = gene_key_type(names), self.model["gene_keys"]
+        if found != wanted:
+            named = f"var['{gene_column}']" if gene_column else "var_names"
+            raise InputError(
+                f"{source}: this head was extracted from a {self.model['kind']} model whose genes are "
+                f"{KEY_NAMES[wanted]}, but {named} holds {KEY_NAMES[found]} (e.g. {names[0]}); pass --gene-symbol-column "
+                f"naming the var column of {KEY_NAMES[wanted]}, or use a head from a model keyed by {KEY_NAMES[found]}")
+
 
 def symbol_column(var: pd.DataFrame, gene_symbol_column: str | None, *, source: str) -> str | None:
     """The var column holding gene symbols: the one given, else CELLxGENE's `feature_name` when var_names are Ensembl
@@ -296,6 +323,7 @@ def build_head(
     *,
     subtypes: Mapping[str, Mapping],
     seed: int,
+    model_kind: str = DEFAULT_KIND,
     batch_size: int = BATCH_ROWS,
     source: str = "training panel",
 ) -> Head:
@@ -304,7 +332,8 @@ def build_head(
     `train_adata` is in the pipeline's prepared form (e.g. results/data/benchmark.h5ad): X = log1p(CP10k) computed
     over all measured genes, var_names holding every panel gene, obs with stage, branch and depth. The readouts are
     `readouts.fit_readouts` with the pipeline's defaults, so a head applied to test cells predicts exactly what
-    `methods.evaluate` scores for the `extracted` method fitted on the same training cells.
+    `methods.evaluate` scores for the `extracted` method fitted on the same training cells. `model_kind` (config
+    model.kind) is recorded with what the panel genes are keyed by, so `apply` can refuse input keyed otherwise.
     """
     if adaptor.W.shape[1] != fmap.n_features:
         raise InputError(f"{source}: the adaptor expects {adaptor.W.shape[1]} features but the feature map gives "
@@ -323,6 +352,7 @@ def build_head(
         "subtypes": {str(k): {"positive": [str(s) for s in v["positive"]], "negative": [str(s) for s in v["negative"]]}
                      for k, v in subtypes.items()},
         "seed": int(seed),
+        "model": {"kind": str(model_kind), "gene_keys": gene_key_type(fmap.genes)},
         "feature_map": {"kind": fmap.kind, "n_genes": len(fmap.genes), "n_features": fmap.n_features},
         "latent_dim": int(adaptor.W.shape[0]),
         "training": {"n_cells": int(train_adata.n_obs),

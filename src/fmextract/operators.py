@@ -1,7 +1,9 @@
-"""Stage 1: per-head gene x gene operators of a frozen scGPT model.
+"""Stage 1: per-head gene x gene operators of a frozen foundation model (any `fmextract.models` kind).
 
 Two readings of a head (docs/method.md, stage 1): from forward passes over context cells (`export_operators`:
-`attention_prob`, `qk_raw`), or from the checkpoint's weights alone, no data (`qk_weights`, `ov_weights`).
+`attention_prob`, `qk_raw`), or from the checkpoint's weights alone, no data (`qk_weights`, `ov_weights`). The
+model tokenises and runs its forward pass (`FoundationModel.attention_sums`) and hands over its gene embeddings and
+attention projections; the context sample, the averaging, the weights-only algebra and the files are here.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import torch
 
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
-from fmextract.logs import progress as progress_log
-from fmextract.scgpt import CAPTURES, ScGPT, binning, gene_ids_for, tokenize_all_genes
+from fmextract.models.base import FORWARD_DEFINITIONS as CAPTURES
+from fmextract.models.base import FoundationModel
 
 log = logging.getLogger(__name__)
 FORMAT = "fmextract-operators/1"
@@ -53,17 +55,19 @@ def context_cells(n_obs: int, n_context: int, seed: int) -> np.ndarray:
 
 
 def export_operators(
-    model: ScGPT, adata, *, genes: Sequence[str], n_context: int, definition: str = "attention_prob", seed: int = 0,
-    batch_size: int = 16, gene_column: str | None = None, counts_layer: str = "counts", progress: bool = True,
+    model: FoundationModel, adata, *, genes: Sequence[str], n_context: int, definition: str = "attention_prob",
+    seed: int = 0, batch_size: int = 16, gene_column: str | None = None, counts_layer: str = "counts",
+    progress: bool = True,
 ) -> Operators:
-    """Average each head's attention over `n_context` seeded reference cells tokenised as `<cls>` + all `genes`.
+    """Average each head's attention over `n_context` seeded reference cells, in gene space over `genes`.
 
     Cells: a seeded sample without replacement (all cells if fewer). Each cell's panel counts (layers[counts_layer]
-    if present, else X) are binned as scGPT bins (per cell over its non-zero panel genes; zeros -> bin 0; tie-break
-    draws from RandomState(seed), row after row, so the result does not depend on batch_size). `attention_prob`:
-    softmax(q kᵀ / sqrt(d_head)) averaged over cells, `<cls>` row and column dropped, rows renormalised to 1;
-    `qk_raw`: the pre-softmax scores averaged, `<cls>` dropped, no renormalisation. Memory is one batch of one
-    layer's attention plus a float64 accumulator of L x H x G x G, whatever n_context is.
+    if present, else X) are tokenised the model's way (scGPT: `<cls>` + all `genes`, binned per cell over its
+    non-zero panel genes, zeros -> bin 0, tie-break draws from RandomState(seed) row after row, so the result does
+    not depend on batch_size). `attention_prob`: softmax(q kᵀ / sqrt(d_head)) averaged over cells, special tokens
+    dropped, rows renormalised to 1; `qk_raw`: the pre-softmax scores averaged, no renormalisation. A gene pair
+    that no cell tokenised together averages to 0. Memory is one batch of one layer's attention plus a float64
+    accumulator of L x H x G x G, whatever n_context is.
     """
     if definition not in CAPTURES:
         raise InputError(f"operators definition={definition!r} is not a forward-pass definition {CAPTURES}; weights-only "
@@ -73,7 +77,7 @@ def export_operators(
     genes = [str(g) for g in genes]
     if len(set(genes)) != len(genes):
         raise InputError("export_operators: the gene panel has duplicate genes; deduplicate the panel file")
-    gene_ids = gene_ids_for(model.vocab, genes, what="panel genes")
+    model.token_ids(genes, what="panel genes")
     symbols = pd.Index(adata.var[gene_column].astype(str) if gene_column else adata.var_names.astype(str))
     if not symbols.is_unique:
         raise InputError(f"AnnData gene {'column ' + repr(gene_column) if gene_column else 'names'} are not unique; "
@@ -90,48 +94,34 @@ def export_operators(
         log.warning("n_context=%d > %d cells: using all cells", n_context, n_obs)
     picked = context_cells(n_obs, n_context, seed)
     source = adata.layers[counts_layer] if counts_layer in adata.layers else adata.X
-    tie_rng = np.random.RandomState(seed)
-    device = next(model.parameters()).device
-    L, H, G = model.nlayers, model.nhead, len(genes)
-    acc = torch.zeros(L, H, G, G, dtype=torch.float64, device=device)
-    model.eval()
-    with torch.no_grad():
-        for start in progress_log(range(0, len(picked), batch_size), f"operators ({definition}, cell batches)", enabled=progress):
-            counts = sp.csr_matrix(source[picked[start : start + batch_size]][:, cols], dtype=np.float32)
-            binned = binning(counts, model.n_bins, seed=tie_rng).toarray()
-            g, v, m = tokenize_all_genes(binned, gene_ids, cls_id=model.vocab["<cls>"], pad_value=model.pad_value)
-            for layer, _, att in model.iter_layers(g.to(device), v.to(device), m.to(device), capture=definition):
-                acc[layer] += att[:, :, 1:, 1:].sum(0, dtype=torch.float64)
-    acc /= len(picked)  # in place: the accumulator is the largest array here (L x H x G x G float64)
+    counts = sp.csr_matrix(source[picked][:, cols], dtype=np.float32)  # the context cells' panel counts only
+    sums = model.attention_sums(counts, genes, definition=definition, seed=seed, batch_size=batch_size,
+                                progress=progress)
+    acc = sums.total  # in place below: the accumulator is the largest array here (L x H x G x G float64)
+    acc /= sums.count if isinstance(sums.count, int) else sums.count.clamp(min=1)
     if definition == "attention_prob":
-        acc /= acc.sum(-1, keepdim=True)
-    ops = acc.float().cpu().numpy()
-    del acc
-    return Operators(
-        operators=ops, genes=genes, definition=definition, checkpoint_sha256=model.checkpoint_sha256,
-        meta={"n_context": int(len(picked)), "seed": int(seed), "n_bins": model.n_bins, "pad_value": model.pad_value,
-              "tokens": "<cls> + all panel genes (zeros as bin 0)", "scale": "1/sqrt(d_head)"},
-    )
+        acc /= acc.sum(-1, keepdim=True).clamp(min=torch.finfo(acc.dtype).tiny)  # an all-zero row stays zero
+    ops, meta = acc.float().cpu().numpy(), {"n_context": int(len(picked)), "seed": int(seed), **sums.meta}
+    del acc, sums
+    return Operators(operators=ops, genes=genes, definition=definition, checkpoint_sha256=model.checkpoint_sha256,
+                     meta=meta)
 
 
-def _gene_space(model: ScGPT, genes: Sequence[str]) -> tuple[torch.Tensor, int, int, int]:
-    """E: the panel genes' token embeddings as the encoder emits them (embedding + LayerNorm), float64 [G, d]."""
+def _gene_space(model: FoundationModel, genes: Sequence[str]) -> tuple[torch.Tensor, int, int, int]:
+    """E: the panel genes' token embeddings as the model's embedding layer emits them, float64 [G, d]."""
     genes = [str(g) for g in genes]
     if len(set(genes)) != len(genes):
         raise InputError("weights-only operators: the gene panel has duplicate genes; deduplicate the panel file")
-    ids = torch.as_tensor(gene_ids_for(model.vocab, genes, what="panel genes"))
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        E = model.encoder(ids.to(device)).double()
-    return E, model.nhead, model.d_model // model.nhead, len(genes)
+    return model.gene_embeddings(genes), model.n_heads, model.d_model // model.n_heads, len(genes)
 
 
-def _weights_operators(model: ScGPT, genes: Sequence[str], definition: str, per_layer) -> Operators:
-    """Stack per_layer(E, self_attn, H, dh) -> [H, G, G] over layers into an Operators record."""
+def _weights_operators(model: FoundationModel, genes: Sequence[str], definition: str, per_layer) -> Operators:
+    """Stack per_layer(E, attention projections, H, dh) -> [H, G, G] over layers into an Operators record."""
     E, H, dh, G = _gene_space(model, genes)
     model.eval()
     with torch.no_grad():  # float64 maths per layer, float32 storage (the whole stack is never held in float64)
-        ops = torch.stack([per_layer(E, layer.self_attn, H, dh).float() for layer in model.transformer_encoder.layers])
+        ops = torch.stack([per_layer(E, model.attention_projections(layer), H, dh).float()
+                           for layer in range(model.n_layers)])
     return Operators(
         operators=ops.cpu().numpy(), genes=[str(g) for g in genes], definition=definition,
         checkpoint_sha256=model.checkpoint_sha256,
@@ -140,41 +130,41 @@ def _weights_operators(model: ScGPT, genes: Sequence[str], definition: str, per_
     )
 
 
-def qk_weights(model: ScGPT, genes: Sequence[str]) -> Operators:
+def qk_weights(model: FoundationModel, genes: Sequence[str]) -> Operators:
     """Weights-only: A[l, h] = row-softmax((E W_Q + b_Q)(E W_K + b_K)ᵀ / sqrt(d_head)) over the panel genes.
 
-    E = encoder(gene ids) (scGPT's gene embedding + its LayerNorm); W_Q, W_K (d x d_head) and b_Q, b_K are head h's
-    slices of layer l's fused in-projection. No data, no labels: what head h would attend to from the gene identities
-    alone. Computed in float64, stored float32.
+    E = `model.gene_embeddings` (scGPT: the gene embedding + its LayerNorm); W_Q, W_K (d x d_head) and b_Q, b_K are
+    head h's slices of layer l's query and key projections. No data, no labels: what head h would attend to from
+    the gene identities alone. Computed in float64, stored float32.
     """
 
-    def per_layer(E, attn, H, dh):
-        d = H * dh
-        w, b = attn.in_proj_weight.double(), attn.in_proj_bias.double()
-        q = (E @ w[:d].T + b[:d]).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
-        k = (E @ w[d : 2 * d].T + b[d : 2 * d]).reshape(len(E), H, dh).transpose(0, 1)
+    def per_layer(E, proj, H, dh):
+        w_q, w_k = proj["q_weight"].double(), proj["k_weight"].double()
+        b_q, b_k = proj["q_bias"].double(), proj["k_bias"].double()
+        q = (E @ w_q.T + b_q).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
+        k = (E @ w_k.T + b_k).reshape(len(E), H, dh).transpose(0, 1)
         return torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dh), dim=-1)
 
     return _weights_operators(model, genes, "qk_weights", per_layer)
 
 
-def ov_weights(model: ScGPT, genes: Sequence[str]) -> Operators:
+def ov_weights(model: FoundationModel, genes: Sequence[str]) -> Operators:
     """Weights-only: A[l, h] = (E W_V W_O) Eᵀ / d_model — what gene g's value writes through head h, read on every gene.
 
-    W_V (d x d_head): head h's value slice of the fused in-projection; W_O (d_head x d): head h's columns of the
-    out-projection. As docs/method.md defines it, biases do not enter (b_V W_O would add the same vector to every row).
+    W_V (d x d_head): head h's slice of the value projection; W_O (d_head x d): head h's columns of the output
+    projection. As docs/method.md defines it, biases do not enter (b_V W_O would add the same vector to every row).
     """
 
-    def per_layer(E, attn, H, dh):
+    def per_layer(E, proj, H, dh):
         d = H * dh
-        v = (E @ attn.in_proj_weight.double()[2 * d :].T).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
-        w_o = attn.out_proj.weight.double().T.reshape(H, dh, d)  # head h's rows of out_proj.weight.T
+        v = (E @ proj["v_weight"].double().T).reshape(len(E), H, dh).transpose(0, 1)  # [H, G, dh]
+        w_o = proj["o_weight"].double().T.reshape(H, dh, d)  # head h's rows of the output projection's transpose
         return (v @ w_o) @ E.T / d
 
     return _weights_operators(model, genes, "ov_weights", per_layer)
 
 
-def weights_operators(model: ScGPT, genes: Sequence[str], definition: str) -> Operators:
+def weights_operators(model: FoundationModel, genes: Sequence[str], definition: str) -> Operators:
     """The weights-only operators of `definition` (one of WEIGHT_DEFINITIONS)."""
     readers = {"qk_weights": qk_weights, "ov_weights": ov_weights}
     if definition not in readers:

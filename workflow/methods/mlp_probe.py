@@ -1,8 +1,10 @@
-"""mlp_probe: frozen scGPT avg-pool cell embeddings + a 3-layer MLP readout trained on the split's training donors.
+"""mlp_probe: frozen cell embeddings of the configured model + a 3-layer MLP readout trained on the split's training
+donors (scGPT: avg-pool embeddings).
 
-The paper's foundation-model baseline. The embeddings are computed ONCE per model and panel (rule embed_cells:
-`fmextract.scgpt.embed_cells`, scGPT's embed_data input `<cls>` + the cell's non-zero panel genes, raw counts binned
-per cell with draws seeded by the cell's obs name, pooled as the masked mean over gene tokens) and each split reads
+The paper's foundation-model baseline. The embeddings are computed ONCE per model and panel (rule embed_cells: the
+model's `embed_to_cache`; scGPT: `fmextract.models.scgpt.embed_cells`, scGPT's embed_data input `<cls>` + the cell's
+non-zero panel genes, raw counts binned per cell with draws seeded by the cell's obs name, pooled as the masked mean
+over gene tokens) and each split reads
 its cells' rows (`inputs: {embeddings: results/embeddings/<model>/benchmark.h5}`), as the paper did. The readout
 is `fmextract.probe` (multi-task MLP, ~172k parameters at scGPT's 512-d), not the shared linear readouts.
 """

@@ -1,4 +1,4 @@
-# Per-cell caches computed ONCE per panel and read by every split (as the paper did): frozen scGPT embeddings for
+# Per-cell caches computed ONCE per panel and read by every split (as the paper did): frozen model embeddings for
 # the frozen-embedding baselines, and the frozen latent of every (feature map, adaptor) pair for the extracted methods.
 
 
@@ -26,6 +26,7 @@ rule embed_cells:
     params:
         model=config["model"],
         seed=SEED,
+        kind=MODEL_KIND,
     script:
         "../scripts/cache.py"
 

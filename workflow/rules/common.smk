@@ -8,12 +8,17 @@ from snakemake.utils import validate
 from fmextract.config import check_config
 from fmextract.methods import method_family, pseudotime_supervision
 from fmextract.metrics import check_paper_endpoints
+from fmextract.models import DEFAULT_KIND, layout
+from fmextract.models import checkpoint_files as kind_checkpoint_files
 from fmextract.splits import split_plan
 
 check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"), source="config")
 validate(config, schema="../../config/schema.yaml")
 
 SEED = config["seed"]
+#: the foundation model's kind (fmextract.models.<kind>); its checkpoint layout is read without importing torch
+MODEL_KIND = config["model"].get("kind", DEFAULT_KIND)
+MODEL_LAYOUT = layout(MODEL_KIND)
 PANELS = list(config["panels"])
 METHODS = list(config["methods"])
 #: retries of a method job (rule run_method's own `retries`, so that the job knows its last attempt on any executor)
@@ -81,14 +86,18 @@ wildcard_constraints:
 
 
 def checkpoint_dir():
-    """The scGPT checkpoint folder: the configured one, or the one the pipeline pretrains."""
+    """The model's checkpoint folder: the configured one, or the one the pipeline pretrains."""
     return config["model"]["checkpoint"] or "results/model/pretrained"
 
 
 def checkpoint_files(directory=None):
-    """The three files of an scGPT checkpoint folder."""
-    directory = directory or checkpoint_dir()
-    return {name: f"{directory}/{name}" for name in ("args.json", "vocab.json", "best_model.pt")}
+    """{file name: path} of a checkpoint folder of the configured model kind (its module's CHECKPOINT_FILES)."""
+    return kind_checkpoint_files(MODEL_KIND, directory or checkpoint_dir())
+
+
+def vocabulary_file():
+    """The checkpoint file holding the model's gene vocabulary (its module's VOCABULARY_FILE)."""
+    return checkpoint_files()[MODEL_LAYOUT["VOCABULARY_FILE"]]
 
 
 def checkpoint_inputs(wildcards):

@@ -106,7 +106,7 @@ rule gene_panel:
     input:
         h5ad="results/data/reference.h5ad",
         reference_donors="results/data/reference_donors.txt",
-        vocab=checkpoint_files()["vocab.json"],
+        vocab=vocabulary_file(),
     output:
         genes="results/data/gene_panel.txt",
         h5ad="results/data/benchmark.h5ad",
@@ -115,7 +115,8 @@ rule gene_panel:
     benchmark:
         "results/benchmarks/gene_panel.tsv"
     conda:
-        "../../envs/core.yaml"
+        # the model kind's own vocabulary reader (fmextract.models) imports torch
+        "../../envs/scgpt.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
@@ -123,6 +124,7 @@ rule gene_panel:
     params:
         n_genes=config["panel"]["n_genes"],
         min_vocab_overlap=config["panel"]["min_vocab_overlap"],
+        kind=MODEL_KIND,
     script:
         "../scripts/data.py"
 

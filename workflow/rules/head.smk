@@ -23,6 +23,7 @@ rule export_head:
         subtypes=config["endpoints"]["subtypes"],
         max_train_cells=config["splits"]["max_train_cells"],
         seed=SEED,
+        kind=MODEL_KIND,
     script:
         "../scripts/head.py"
 

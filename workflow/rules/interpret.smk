@@ -2,6 +2,8 @@
 # cell-trained adaptor and per-split readouts) and the factor ablation of the rank-r surrogate (leave-one-out, then
 # core sufficiency and every subset of the core, with probes fixed, the core chosen per split on its training donors;
 # leave-one-out of the hard-sparse surrogate).
+# Last, the planted positive control read the same way: are the leading factors of the planted head's rank-r
+# surrogate enriched for the marker programs it was planted on?
 
 
 rule compression_split:
@@ -135,6 +137,28 @@ rule factor_table:
         surrogates=[ABLATION_MAP, SPARSE_MAP],
         endpoints=config["compression"]["ablation_endpoints"],
         n_top_factors=config["compression"]["n_top_factors"],
+        n_top_genes=config["compression"]["n_top_genes"],
+    script:
+        "../scripts/interpret.py"
+
+
+rule planted_factor_programs:
+    input:
+        feature_map=f"results/operators/planted_{ABLATION_MAP}.npz",
+        programs=config["data"]["marker_programs"],
+    output:
+        "results/tables/planted_factor_programs.tsv",
+    log:
+        "results/logs/planted_factor_programs.log",
+    benchmark:
+        "results/benchmarks/planted_factor_programs.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 5 * attempt,
+    params:
         n_top_genes=config["compression"]["n_top_genes"],
     script:
         "../scripts/interpret.py"

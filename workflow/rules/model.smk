@@ -1,6 +1,7 @@
-# The scGPT-architecture demo model (masked-value pretraining on the reference donors), the untrained-model
-# control (the configured checkpoint's architecture, freshly initialised with the config seed) and the planted-head
-# positive control (that untrained copy with one head built to attend within marker programs).
+# The demo model of the configured kind (model.kind; scGPT: masked-value pretraining on the reference donors), the
+# untrained-model control (the configured checkpoint's architecture, freshly initialised with the config seed) and
+# the planted-head positive control (that untrained copy with one head built to attend within marker programs).
+# Checkpoint file names are the kind's (fmextract.models.<kind>.CHECKPOINT_FILES).
 # The shipped resources/demo_model was made by pretrain_demo_model (docs/method.md, "The embedded demo").
 
 
@@ -25,6 +26,7 @@ rule pretrain_demo_model:
     params:
         pretrain=config["model"]["pretrain"],
         device=config["model"]["device"],
+        kind=MODEL_KIND,
     script:
         "../scripts/model.py"
 
@@ -46,6 +48,7 @@ rule untrained_model:
         runtime=lambda wc, attempt: 10 * attempt,
     params:
         seed=SEED,
+        kind=MODEL_KIND,
     script:
         "../scripts/model.py"
 
@@ -69,5 +72,6 @@ rule planted_model:
     params:
         planted=config["model"]["planted"],
         seed=SEED,
+        kind=MODEL_KIND,
     script:
         "../scripts/model.py"

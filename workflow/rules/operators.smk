@@ -24,6 +24,7 @@ rule export_operators:
         operators=config["operators"],
         device=config["model"]["device"],
         seed=SEED,
+        kind=MODEL_KIND,
     script:
         "../scripts/operators.py"
 

@@ -1,8 +1,7 @@
 # Manifold validation on anchors, for the anchor- and the cell-trained adaptor: internal (reference donors), external
 # (benchmark donors, frozen adaptor: the headline), zero-shot immune transfer, the comparators (raw expression and its
 # PCA through the same protocol) and the attribution table, the controls whose verdict must fail, the planted-head
-# positive control, the supplementary communication manifold and the per-gate separation table; then the planted
-# head's factor programs.
+# positive control, the supplementary communication manifold and the per-gate separation table.
 
 
 rule manifold_validation:
@@ -43,25 +42,3 @@ rule manifold_validation:
         seed=SEED,
     script:
         "../scripts/validation.py"
-
-
-rule planted_factor_programs:
-    input:
-        feature_map=f"results/operators/planted_{ABLATION_MAP}.npz",
-        programs=config["data"]["marker_programs"],
-    output:
-        "results/tables/planted_factor_programs.tsv",
-    log:
-        "results/logs/planted_factor_programs.log",
-    benchmark:
-        "results/benchmarks/planted_factor_programs.tsv"
-    conda:
-        "../../envs/core.yaml"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 5 * attempt,
-    params:
-        n_top_genes=config["compression"]["n_top_genes"],
-    script:
-        "../scripts/planted.py"

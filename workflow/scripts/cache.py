@@ -1,7 +1,6 @@
 """Rules embed_cells and frozen_latent: per-cell caches computed once for a whole panel, read by every split."""
 
 import logging
-import os
 import time
 
 from fmextract import logs
@@ -14,18 +13,20 @@ start = time.perf_counter()
 if snakemake.rule == "embed_cells":
     import torch
 
-    from fmextract.scgpt import embed_to_cache, load_scgpt, resolve_device
+    from fmextract.models import checkpoint_dir, load_model
+    from fmextract.models.base import resolve_device
 
     torch.set_num_threads(snakemake.threads)
-    cfg = snakemake.params.model
+    cfg, kind = snakemake.params.model, snakemake.params.kind
     device = resolve_device(cfg["device"])
-    model = load_scgpt(os.path.dirname(snakemake.input["best_model.pt"]), device=device)
+    source = checkpoint_dir(kind, snakemake.input)
+    model = load_model(kind, source, device=device)
     with open_backed(snakemake.input.h5ad) as panel:  # counts read chunk by chunk, never the whole panel
-        log.info("embedding %d cells x %d genes with %s (%d layers, d=%d) on %s, %s", panel.n_obs, panel.n_vars,
-                 snakemake.input["best_model.pt"], model.nlayers, model.d_model, device, cfg["embedding_precision"])
-        embed_to_cache(model, panel, snakemake.output[0], seed=snakemake.params.seed,
-                       batch_size=cfg["embedding_batch_size"], precision=cfg["embedding_precision"],
-                       attrs={"device": str(device), "panel": str(snakemake.input.h5ad)})
+        log.info("embedding %d cells x %d genes with %s %s (%d layers, d=%d) on %s, %s", panel.n_obs, panel.n_vars,
+                 kind, source, model.n_layers, model.d_model, device, cfg["embedding_precision"])
+        model.embed_to_cache(panel, snakemake.output[0], seed=snakemake.params.seed,
+                             batch_size=cfg["embedding_batch_size"], precision=cfg["embedding_precision"],
+                             attrs={"device": str(device), "panel": str(snakemake.input.h5ad)})
         n = panel.n_obs
 
 elif snakemake.rule == "frozen_latent":

@@ -1,7 +1,7 @@
 """Rules simulate, prepare, reference_donors, gene_panel, splits: read snakemake.*, call fmextract, write outputs."""
 
-import json
 import logging
+import os
 
 import pandas as pd
 
@@ -118,12 +118,13 @@ elif rule == "reference_donors":
     write_lines(chosen, snakemake.output.donors)
 
 elif rule == "gene_panel":
-    with open(snakemake.input.vocab) as fh:
-        vocab = json.load(fh)
+    from fmextract.models import model_class
+
+    vocab = model_class(snakemake.params.kind).vocabulary(os.path.dirname(snakemake.input.vocab))
     with data.open_backed(snakemake.input.h5ad) as panel:  # only the reference donors' counts are read
         genes = data.select_gene_panel(
             panel, reference_donors=read_lines(snakemake.input.reference_donors), n_genes=snakemake.params.n_genes,
-            vocab=list(vocab), min_vocab_overlap=snakemake.params.min_vocab_overlap, source=str(snakemake.input.h5ad),
+            vocab=vocab, min_vocab_overlap=snakemake.params.min_vocab_overlap, source=str(snakemake.input.h5ad),
         )
     log.info("gene panel: %d genes", len(genes))
     write_lines(genes, snakemake.output.genes)

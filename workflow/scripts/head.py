@@ -23,7 +23,8 @@ if snakemake.rule == "export_head":
                                                        snakemake.params.seed))
         train = ad.AnnData(X=data.read_rows(panel.X, rows), obs=panel.obs[rows].copy(), var=panel.var.copy())
     head = build_head(FeatureMap.load(snakemake.input.feature_map), Adaptor.load(snakemake.input.adaptor), train,
-                      subtypes=snakemake.params.subtypes, seed=snakemake.params.seed, source=snakemake.input.h5ad)
+                      subtypes=snakemake.params.subtypes, seed=snakemake.params.seed, model_kind=snakemake.params.kind,
+                      source=snakemake.input.h5ad)
     head.save(snakemake.output[0])
     log.info("head: %d genes, %s map, %d-D latent; readouts fitted on %d cells of %d donors; parameters %s; skipped %s",
              len(head.genes), head.fmap.kind, head.meta["latent_dim"], train.n_obs, len(donors),

@@ -57,12 +57,13 @@ if rule == "export_operators":
     from fmextract.operators import (
         WEIGHT_DEFINITIONS, context_cells, export_operators, save_operators, weights_operators,
     )
-    from fmextract.scgpt import load_scgpt, resolve_device
+    from fmextract.models import checkpoint_dir, load_model
+    from fmextract.models.base import resolve_device
 
     torch.set_num_threads(snakemake.threads)
-    cfg, definition = snakemake.params.operators, snakemake.wildcards.definition
+    cfg, definition, kind = snakemake.params.operators, snakemake.wildcards.definition, snakemake.params.kind
     device = resolve_device(snakemake.params.device)
-    model = load_scgpt(str(snakemake.input["args.json"]).rsplit("/", 1)[0], device=device)
+    model = load_model(kind, checkpoint_dir(kind, snakemake.input), device=device)
     genes = read_lines(snakemake.input.genes)
     if definition in WEIGHT_DEFINITIONS:  # read from the checkpoint's weights: no data, no forward pass
         ops = weights_operators(model, genes, definition)

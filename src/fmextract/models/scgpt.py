@@ -1,4 +1,5 @@
-"""scGPT's model in plain torch: scGPT's own checkpoint layout, binning, tokenisation, embeddings, demo pretraining.
+"""scGPT's model in plain torch: scGPT's own checkpoint layout, binning, tokenisation, embeddings, demo pretraining;
+`ScGPT` implements the model contract (`fmextract.models.base.FoundationModel`, config `model.kind: scgpt`).
 
 Written from scGPT's source (bowang-lab/scGPT, `scgpt/model/model.py`, `preprocess.py`, `data_collator.py`,
 `tasks/cell_emb.py`, `utils/util.py`) without depending on the `scgpt` package. Parameter names equal those of
@@ -19,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,34 +33,23 @@ from fmextract.chunks import CHUNK_ROWS, is_on_disk, row_blocks
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.logs import progress as progress_log
+from fmextract.models.base import FORWARD_DEFINITIONS, PRECISIONS, AttentionSums, FoundationModel
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")
 STRICT_PREFIXES = ("encoder.", "value_encoder.", "transformer_encoder.")
-ARGS_FILE, VOCAB_FILE, MODEL_FILE = "args.json", "vocab.json", "best_model.pt"
+#: the checkpoint folder, as scGPT ships it (read as plain literals by fmextract.models.layout: keep them literal)
+CHECKPOINT_FILES = ("args.json", "vocab.json", "best_model.pt")
+VOCABULARY_FILE = "vocab.json"
+ARGS_FILE, VOCAB_FILE, MODEL_FILE = CHECKPOINT_FILES
 # flash-attn-era parameter names -> standard nn.MultiheadAttention names (scGPT's own load_pretrained rules)
 FLASH_RENAMES = (
     ("self_attn._impl.Wqkv.", "self_attn.in_proj_"),
     ("self_attn.Wqkv.", "self_attn.in_proj_"),
     ("self_attn._impl.out_proj.", "self_attn.out_proj."),
 )
-CAPTURES = ("attention_prob", "qk_raw")
-#: config model.embedding_precision -> the autocast dtype of the embedding forward pass (None: full float32)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device named by config model.device: `auto` is cuda when torch sees a GPU, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in DEVICES[1:]:
-        raise InputError(f"model.device={name!r} is not one of {', '.join(DEVICES)}; fix config model.device")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("model.device=cuda but torch sees no CUDA device (torch.cuda.is_available() is False); "
-                         "set model.device: auto (GPU when present) or cpu, or install a CUDA build of torch")
-    return torch.device(name)
+CAPTURES = FORWARD_DEFINITIONS
 
 
 def cell_seeds(cell_ids: Sequence[str], seed: int) -> np.ndarray:
@@ -129,12 +119,16 @@ class LayerPass:
     attention: list[Tensor] | None
 
 
-class ScGPT(nn.Module):
+class ScGPT(FoundationModel):
     """scGPT `TransformerModel` (continuous value style, post-norm, standard attention) for inference and MLM.
 
     Attributes set by `load_scgpt` / `build_demo_model`: `vocab` (token -> id), `config` (args.json dict) and
-    `checkpoint_sha256` (of best_model.pt, None for a model never saved or loaded).
+    `checkpoint_sha256` (of best_model.pt, None for a model never saved or loaded). The contract's methods are at
+    the end of the class; each calls this module's functions, which are what scGPT itself does.
     """
+
+    kind = "scgpt"
+    gene_keys = "symbol"
 
     def __init__(
         self, ntoken: int, d_model: int, nhead: int, d_hid: int, nlayers: int, *, pad_id: int, dropout: float = 0.2,
@@ -203,6 +197,108 @@ class ScGPT(nn.Module):
             hidden.append(x)
             att.append(a)
         return LayerPass(hidden=hidden, attention=att if capture else None)
+
+    # ------------------------------------------------------------------------------------- the model contract
+    @classmethod
+    def load(cls, checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> "ScGPT":
+        """scGPT's checkpoint folder (`load_scgpt`)."""
+        return load_scgpt(checkpoint_dir, device=device)
+
+    @classmethod
+    def vocabulary(cls, checkpoint_dir: str | os.PathLike) -> list[str]:
+        """Gene symbols of vocab.json, special tokens excluded."""
+        return [t for t in read_vocab(Path(checkpoint_dir) / VOCAB_FILE) if t not in SPECIAL_TOKENS]
+
+    def save(self, checkpoint_dir: str | os.PathLike) -> None:
+        """args.json (= `config`), vocab.json and best_model.pt (`save_scgpt`)."""
+        save_scgpt(self, checkpoint_dir, vocab=self.vocab, args=self.config)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer layers (args.json nlayers)."""
+        return self.nlayers
+
+    @property
+    def n_heads(self) -> int:
+        """Heads per layer (args.json nheads)."""
+        return self.nhead
+
+    @property
+    def genes(self) -> list[str]:
+        """Vocabulary gene symbols in vocabulary order (special tokens and the pad token excluded)."""
+        pad = self.vocab.get(self.config.get("pad_token", "<pad>"))
+        return [t for t, i in self.vocab.items() if t not in SPECIAL_TOKENS and i != pad]
+
+    def token_ids(self, genes: Sequence[str], *, what: str = "genes") -> np.ndarray:
+        """Vocabulary ids of `genes` (`gene_ids_for`)."""
+        return gene_ids_for(self.vocab, genes, what=what)
+
+    def attention_sums(
+        self, counts: sp.csr_matrix, genes: Sequence[str], *, definition: str, seed: int, batch_size: int,
+        progress: bool = True,
+    ) -> AttentionSums:
+        """Attention summed over cells tokenised as `<cls>` + all `genes` (zeros as bin 0), `<cls>` row/column dropped.
+
+        Counts are binned as scGPT bins per cell over its non-zero genes, tie-break draws from RandomState(seed)
+        row after row (so batch_size does not matter); every cell holds every gene, so `count` is the cell count.
+        """
+        gene_ids = self.token_ids(genes, what="panel genes")
+        tie_rng = np.random.RandomState(seed)
+        device = next(self.parameters()).device
+        acc = torch.zeros(self.nlayers, self.nhead, len(genes), len(genes), dtype=torch.float64, device=device)
+        self.eval()
+        with torch.no_grad():
+            for start in progress_log(range(0, counts.shape[0], batch_size), f"operators ({definition}, cell batches)",
+                                      enabled=progress):
+                binned = binning(counts[start : start + batch_size], self.n_bins, seed=tie_rng).toarray()
+                g, v, m = tokenize_all_genes(binned, gene_ids, cls_id=self.vocab["<cls>"], pad_value=self.pad_value)
+                for layer, _, att in self.iter_layers(g.to(device), v.to(device), m.to(device), capture=definition):
+                    acc[layer] += att[:, :, 1:, 1:].sum(0, dtype=torch.float64)
+        return AttentionSums(total=acc, count=counts.shape[0], meta={
+            "n_bins": self.n_bins, "pad_value": self.pad_value, "tokens": "<cls> + all panel genes (zeros as bin 0)",
+            "scale": "1/sqrt(d_head)"})
+
+    def gene_embeddings(self, genes: Sequence[str]) -> Tensor:
+        """The encoder's output on the gene tokens (embedding + LayerNorm; no expression value), float64 [G, d]."""
+        ids = torch.as_tensor(self.token_ids(genes, what="panel genes"))
+        with torch.no_grad():
+            return self.encoder(ids.to(next(self.parameters()).device)).double()
+
+    def attention_projections(self, layer: int) -> dict[str, Tensor]:
+        """Views of layer `layer`'s fused in-projection (q, k, v row blocks) and its out-projection."""
+        attn, d = self.transformer_encoder.layers[layer].self_attn, self.d_model
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        return {"q_weight": w[:d], "k_weight": w[d : 2 * d], "v_weight": w[2 * d :], "q_bias": b[:d],
+                "k_bias": b[d : 2 * d], "o_weight": attn.out_proj.weight}
+
+    @property
+    def token_embedding(self) -> Tensor:
+        """The gene-token embedding matrix (before the encoder's LayerNorm)."""
+        return self.encoder.embedding.weight
+
+    def embed_to_cache(
+        self, panel, path: str | os.PathLike, *, seed: int, batch_size: int = 64, precision: str = "fp32",
+        attrs: dict | None = None, progress: bool = True,
+    ) -> None:
+        """The paper's frozen-scGPT cache: avg-pooled, L2-normalised embeddings (module function `embed_to_cache`)."""
+        embed_to_cache(self, panel, path, seed=seed, batch_size=batch_size, precision=precision, attrs=attrs,
+                       progress=progress)
+
+    def untrained_copy(self, *, seed: int) -> "ScGPT":
+        """Fresh weights, same architecture (module function `untrained_copy`)."""
+        return untrained_copy(self, seed=seed)
+
+    @classmethod
+    def pretrain_demo(
+        cls, counts, genes: Sequence[str], *, settings: Mapping, device: torch.device, progress: bool = True,
+    ) -> tuple["ScGPT", list[tuple[int, float]]]:
+        """`build_demo_model` over `genes`, then `pretrain` (scGPT's masked-value objective) with model.pretrain."""
+        model, _, _ = build_demo_model(genes, d_model=settings["d_model"], nhead=settings["nhead"],
+                                       d_hid=settings["d_hid"], nlayers=settings["nlayers"], seed=settings["seed"])
+        curve = pretrain(model.to(device), counts, genes, steps=settings["steps"], batch_size=settings["batch_size"],
+                         lr=settings["lr"], warmup=settings["warmup"], mask_ratio=settings["mask_ratio"],
+                         seed=settings["seed"], progress=progress)
+        return model.cpu(), curve
 
 
 def _layer_forward(
@@ -713,3 +809,7 @@ def pretrain(
             curve.append((step + 1, float(loss.item())))
     model.eval()
     return curve
+
+
+#: this module's model kind (config `model.kind: scgpt`)
+Model = ScGPT
