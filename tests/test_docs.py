@@ -68,9 +68,6 @@ def test_min_version_is_at_the_top_of_the_snakefile(root, name):
 #: The team's working notes, which live outside the repository: nothing a user clones may point at them.
 OUTSIDE_NOTES = ("METHOD.md", "DEMO_MODEL.md", "PAPER_FIGURES.md", "TS_V2_LABELS.md", "ARCHITECTURE.md", "STYLE.md",
                  "../shared")
-#: docs/ pages written on other branches in parallel and listed in docs/README.md: a link to one is tolerated while
-#: the page is absent; once every one exists, `test_pending_pages_are_still_pending` fails and this set goes.
-PENDING_PAGES = {"docs/labels.md", "docs/attribution.md", "docs/cost.md", "docs/models.md", "docs/report.md"}
 MD_LINK = re.compile(r"\[[^\]]*\]\(([^()\s]+)\)")
 REPO_PATH = re.compile(r"(?<![\w./-])((?:docs|resources|config)/[\w./-]*[\w/])")
 
@@ -133,7 +130,7 @@ def test_nothing_points_outside_the_repository(root):
 
 def missing_references(root: Path, files: list[Path]) -> list[str]:
     """`file: reference` for every relative Markdown link (and its #anchor) and every docs/, resources/, config/ path
-    named in `files` that does not exist under `root` (download destinations and pending pages excepted)."""
+    named in `files` that does not exist under `root` (download destinations excepted)."""
     downloads = made_by_the_pipeline(root)
     missing = []
     for path in files:
@@ -154,8 +151,7 @@ def missing_references(root: Path, files: list[Path]) -> list[str]:
         for target, anchor, shown in targets:
             name = target.relative_to(root).as_posix() if target.is_relative_to(root) else str(target)
             if not target.exists():
-                if name not in PENDING_PAGES:
-                    missing.append(f"{rel}: {shown}")
+                missing.append(f"{rel}: {shown}")
             elif anchor and target.suffix == ".md" and anchor not in anchors_of(target):
                 missing.append(f"{rel}: {shown} (no such heading)")
     return sorted(set(missing))
@@ -177,18 +173,12 @@ def test_a_reference_to_a_missing_file_is_caught(tmp_path):
         "README.md: config/missing.yaml", "README.md: docs/a.md#nope (no such heading)", "README.md: docs/b.md"]
 
 
-def test_pending_pages_are_still_pending(root):
-    """A page of PENDING_PAGES is tolerated only while absent: once it exists, it leaves the set."""
-    present = sorted(page for page in PENDING_PAGES if (root / page).exists())
-    assert not present, f"{present} exist now: remove them from PENDING_PAGES in tests/test_docs.py"
-
-
 def test_docs_contents_lists_every_page(root):
-    """docs/README.md links every page of docs/ and every page still being written."""
+    """docs/README.md links every page of docs/."""
     contents = (root / "docs" / "README.md").read_text()
     linked = {f"docs/{name}" for name in MD_LINK.findall(contents)}
     pages = {p.relative_to(root).as_posix() for p in (root / "docs").glob("*.md")} - {"docs/README.md"}
-    assert pages | PENDING_PAGES <= linked, f"docs/README.md does not list: {sorted(pages | PENDING_PAGES - linked)}"
+    assert pages <= linked, f"docs/README.md does not list: {sorted(pages - linked)}"
 
 
 def test_documented_commands_keep_targets_out_of_configfile(root):
