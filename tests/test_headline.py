@@ -110,3 +110,12 @@ def test_ours_at_the_papers_precision():
     table = pd.DataFrame({"result": ["a", "b", "c"], "paper": ["0.979", "0.90", "3e-4"],
                           "ours": [0.9985495985, 0.5, 0.000123456]})
     assert at_paper_precision(table)["ours"].tolist() == ["0.999", "0.50", "0.000123"]
+
+
+def test_nothing_resolved_says_why_with_few_splits():
+    stats = stats_table().assign(q_value=0.5)
+    summary = summary_table().assign(n=3)
+    assert benchmark_sentences(stats, summary, "extracted") == [
+        "Over 3 donor-holdout splits and 2 endpoints (paired two-sided Wilcoxon, BH q < 0.05), no method differs from "
+        "`extracted` on any endpoint (4 compared; with 3 splits no paired Wilcoxon test can reach p < 0.05, the "
+        "smallest two-sided p is 0.25)."]

@@ -75,6 +75,11 @@ def benchmark_sentences(stats: pd.DataFrame, summary: pd.DataFrame, reference: s
     tied = c[(c["ahead"] == 0) & (c["behind"] == 0)]
     intro = (f"Over {n_splits} donor-holdout splits and {n_endpoints} endpoints (paired two-sided Wilcoxon, "
              f"BH q < {ALPHA:g}), ")
+    if winners.empty and beaten.empty:
+        smallest = 2 / 2 ** n_splits if n_splits else 1.0  # the exact test's smallest two-sided p over n pairs
+        why = (f"; with {n_splits} splits no paired Wilcoxon test can reach p < {ALPHA:g}, the smallest two-sided p "
+               f"is {smallest:.3g}" if smallest >= ALPHA else "")
+        return [intro + f"no method differs from `{reference}` on any endpoint ({len(c)} compared{why})."]
     if len(winners):
         parts = [f"{_method(r.method, r.family)} ({r.ahead} of {r.endpoints}; by up to {r.lead:.3f} on "
                  f"{_title(r.lead_endpoint)})" for r in winners.itertuples()]

@@ -38,6 +38,10 @@ td.pass, tr:nth-child(even) td.pass { background: #c7e9c0; }
 td.fail, tr:nth-child(even) td.fail { background: #fcbba1; }
 td.ahead, tr:nth-child(even) td.ahead { background: #fcbba1; }
 td.behind, tr:nth-child(even) td.behind { background: #c7e9c0; }
+div.grids table { font-size: 0.78em; }
+div.grids th, div.grids td { padding: 0.12em 0.5em; }
+div.grids h2 { margin-bottom: 0; }
+div.grids p.source { margin: 0 0 0.3em 0; }
 """
 #: a string that is a formatted number (right-aligned like one)
 NUMBER = re.compile(r"[−+-]?[\d,]*\.?\d+(e[+-]?\d+)?%?")
@@ -130,8 +134,9 @@ def endpoint_view(summary: pd.DataFrame, stats: pd.DataFrame) -> tuple[pd.DataFr
 
     wide, marks = endpoint_grid(summary, stats)
     family = summary.drop_duplicates("method").set_index("method")["family"].reindex(wide.index)
+    means = wide.apply(lambda c: c.map(lambda x: f"{x:.3f}" if math.isfinite(x) else "—"))  # one precision
     table = pd.concat([pd.DataFrame({"method": wide.index, "family": family.to_numpy()}),
-                       wide.rename(columns=TITLES).reset_index(drop=True)], axis=1)
+                       means.rename(columns=TITLES).reset_index(drop=True)], axis=1)
     classes = pd.concat([pd.DataFrame("", index=range(len(wide)), columns=["method", "family"]),
                          marks.rename(columns=TITLES).reset_index(drop=True)], axis=1)
     return table, classes
@@ -178,7 +183,7 @@ def run_report_html(*, title: str, sentences: Sequence[str], endpoint: tuple[pd.
     with its formatted page under report/ when it exists).
     """
     headline = " ".join(html.escape(s).replace("`", "") for s in sentences)
-    grids = (f'<div style="display:flex; gap:2em; flex-wrap:wrap; align-items:flex-start">'
+    grids = (f'<div class="grids" style="display:flex; gap:2em; flex-wrap:wrap; align-items:flex-start">'
              f'<div><h2>Mean over splits, method × endpoint</h2><p class="source">red: ahead of {html.escape(reference)}'
              f", green: behind it (BH q &lt; 0.05)</p>{grid_html(*endpoint)}</div>"
              f'<div><h2>Manifold verdicts, panel × gate</h2><p class="source">green: pass, red: fail; the verdict '
