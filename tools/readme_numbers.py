@@ -65,8 +65,15 @@ def render(summary: str, source: str) -> str:
     paper = counts.get("paper")
     tally = (f"In the paper's BH family `extracted` is better than a baseline in {paper['reference_better']} of "
              f"{paper['comparisons']} comparisons and worse in {paper['reference_worse']} (q < 0.05)." if paper else "")
-    panels = {v: ", ".join(f"`{r['panel']}`" for r in verdicts if (r["verdict passes"] == "yes") == (v == "pass"))
-              for v in ("pass", "fail")}
+    adaptors = list(dict.fromkeys(r.get("adaptor", "") for r in verdicts))
+    lines = []
+    for adaptor in adaptors:
+        rows = [r for r in verdicts if r.get("adaptor", "") == adaptor]
+        panels = {v: ", ".join(f"`{r['panel']}`" for r in rows if (r["verdict passes"] == "yes") == (v == "pass"))
+                  for v in ("pass", "fail")}
+        which = f" ({adaptor}-trained adaptor)" if adaptor else ""
+        lines.append(f"Manifold verdicts{which}, every gate must pass — pass: {panels['pass'] or 'none'}; "
+                     f"fail: {panels['fail'] or 'none'}.")
     return "\n".join([
         f"Rendered by `tools/readme_numbers.py` from `{source}` ({splits.group(1) if splits else '?'} donor-holdout "
         "splits); mean over splits:",
@@ -74,7 +81,7 @@ def render(summary: str, source: str) -> str:
         markdown(bench, [c for c in BENCHMARK_COLUMNS if c in bench[0]]),
         "",
         tally,
-        f"Manifold verdicts (every gate must pass) — pass: {panels['pass'] or 'none'}; fail: {panels['fail'] or 'none'}.",
+        *lines,
     ])
 
 

@@ -19,6 +19,7 @@ TITLES = {
     "branch_balanced_accuracy": "branch bal. acc.", "branch_macro_f1": "branch F1",
     "stage_balanced_accuracy": "stage bal. acc.", "stage_macro_f1": "stage F1", "cd4_cd8_auroc": "CD4/CD8 AUROC",
     "cd4_cd8_balanced_accuracy": "CD4/CD8 bal. acc.", "mono_macro_auroc": "mono/macro AUROC",
+    "mono_macro_balanced_accuracy": "mono/macro bal. acc.",
     "pseudotime_depth_spearman": "ρ pseudotime", "pseudotime_depth_abs_spearman": "|ρ| pseudotime",
 }
 #: BH families in display order
