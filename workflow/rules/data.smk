@@ -63,7 +63,7 @@ rule label_coverage:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=5,
+        runtime=lambda wc, attempt: 5 * attempt,
     params:
         subtypes=config["endpoints"]["subtypes"],
         lineage_labels=config["data"].get("lineage_labels", "stage"),

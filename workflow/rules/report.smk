@@ -109,7 +109,7 @@ rule report_html:
         benchmark=rules.figures.output.benchmark,
         verdicts=rules.figures.output.verdicts,
         manifold=rules.figures.output.manifold,
-        runtime=rules.figures.output.runtime,
+        runtime_figure=rules.figures.output.runtime,
         compression=rules.figures.output.compression,
         factors=rules.figures.output.factors,
         tables=lambda wc: [f"results/tables/{t}.tsv" for t in report_tables()],
@@ -124,7 +124,7 @@ rule report_html:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=10,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         reference=config["stats"]["reference"],
         title=(

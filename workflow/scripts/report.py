@@ -32,7 +32,7 @@ elif snakemake.rule == "report_html":
     sentences = headline(tables, reference=reference)
     inp = snakemake.input
     figures = {"Benchmark: per-split values, BH q vs the reference": inp.benchmark, "Manifold verdicts": inp.verdicts,
-               "Manifold: anchors in the latent space": inp.manifold, "Runtime per method": inp.runtime,
+               "Manifold: anchors in the latent space": inp.manifold, "Runtime per method": inp.runtime_figure,
                "Compression: size vs performance": inp.compression, "Factor ablation": inp.factors}
     links = {os.path.basename(p).removesuffix(".tsv"): p for p in snakemake.input.tables}
     page = run_report_html(title=snakemake.params.title, sentences=sentences, reference=reference,
