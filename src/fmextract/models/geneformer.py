@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from fmextract import cache
 from fmextract.chunks import CHUNK_ROWS, row_blocks
+from fmextract.download import sha256_file
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.logs import progress as progress_log
@@ -430,14 +431,6 @@ def embed_cells(
 
 
 # ------------------------------------------------------------------------------------------------------- checkpoints
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _find_one(directory: Path, stem: str) -> Path:
     """The one `<stem>*.pkl` of a checkpoint folder (Geneformer's releases suffix them, e.g. `_gc104M`)."""
     found = sorted(directory.glob(f"{stem}*.pkl"))
@@ -550,7 +543,7 @@ def load_geneformer(directory: str | os.PathLike, device: str | torch.device = "
         log.info("%s: ignoring weights not used here: %s", path, ", ".join(ignored))
     bert.load_state_dict(load, strict=False)
     model = Geneformer(bert, tokens, medians, raw)
-    model.checkpoint_sha256 = _sha256(path)
+    model.checkpoint_sha256 = sha256_file(path)
     return model.to(device).eval()
 
 
@@ -572,7 +565,7 @@ def save_geneformer(model: Geneformer, directory: str | os.PathLike) -> None:
         with atomic_path(directory / f"{stem}.pkl") as tmp:
             with open(tmp, "wb") as fh:
                 pickle.dump(dict(obj), fh)
-    model.checkpoint_sha256 = _sha256(directory / WEIGHT_FILES[0])
+    model.checkpoint_sha256 = sha256_file(directory / WEIGHT_FILES[0])
 
 
 # ---------------------------------------------------------------------------------- fresh, untrained, planted copies

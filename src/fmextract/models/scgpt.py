@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from fmextract import cache
 from fmextract.chunks import CHUNK_ROWS, is_on_disk, row_blocks
+from fmextract.download import sha256_file
 from fmextract.errors import InputError
 from fmextract.io import atomic_path
 from fmextract.logs import progress as progress_log
@@ -420,14 +421,6 @@ def counts_of(data, genes: Sequence[str] | None = None, *, layer: str = "counts"
 
 
 # ------------------------------------------------------------------------------------------------------- checkpoints
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_json(obj: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w") as fh:
@@ -457,7 +450,7 @@ def save_scgpt(model: ScGPT, directory: str | os.PathLike, *, vocab: dict, args:
     with atomic_path(directory / MODEL_FILE) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(buffer.getvalue())
-    model.checkpoint_sha256 = _sha256(directory / MODEL_FILE)
+    model.checkpoint_sha256 = sha256_file(directory / MODEL_FILE)
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -528,7 +521,7 @@ def load_scgpt(checkpoint_dir: str | os.PathLike, device: str | torch.device = "
     )
     state = _read_state_dict(model_path, device)
     _load_state(model, state, model_path)
-    model.checkpoint_sha256 = _sha256(model_path)
+    model.checkpoint_sha256 = sha256_file(model_path)
     return model.to(device).eval()
 
 
