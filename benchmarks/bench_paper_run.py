@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embed-cells", type=int, default=200, help="cells embedded to measure the cache's rate")
     p.add_argument("--embed-tokens", type=int, default=200,
                    help="non-zero panel genes per sampled cell (a real 1,200-gene panel: ~200; the stand-in has ~54)")
+    p.add_argument("--labels", choices=["ts_v2", "mixed"], default="ts_v2",
+                   help="the reference stand-in's labels (ts_v2: Tabula Sapiens v2's donors, tissues and label "
+                        "frequencies, docs/labels.md; mixed: fine labels with a share of coarse ones)")
     p.add_argument("--scvi-epochs", type=int, default=2, help="scVI epochs run (then scaled to the heuristic)")
     p.add_argument("--skip-methods", nargs="*", default=[], help="methods whose split job is not run (too slow here)")
     p.add_argument("--panel-cells", type=int, default=None,
@@ -139,7 +142,7 @@ def standins(args: argparse.Namespace, wf: Path, paper: dict) -> dict:
             path.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             write_standin(kind, path, n_cells=n, n_genes=n_genes, seed=args.seed, decontx=False,
-                          resources=wf / "resources")
+                          resources=wf / "resources", **({"labels": args.labels} if kind == "reference" else {}))
             log(f"  {time.perf_counter() - start:.0f} s")
         out[name] = path
     return out
@@ -392,9 +395,9 @@ def markdown(args: argparse.Namespace, table: dict, missing: list[str], sizes: d
         "# What the paper run costs (config/paper.yaml at full shape, on stand-ins)",
         "",
         f"Measured by `benchmarks/bench_paper_run.py` on {platform.node()} ({os.cpu_count()} CPUs, `--cores "
-        f"{args.cores}`, under `nice -n 10` on a machine shared with other jobs), {time.strftime('%Y-%m-%d %H:%M')}. "
-        f"Stand-ins: reference {args.reference_cells:,} cells, immune {args.immune_cells:,} cells, {args.genes:,} genes "
-        f"each; random 12 x 8 x 512 checkpoint, {VOCAB_SIZE:,} tokens. Wall, CPU (user + system of the job) and peak "
+        f"{args.cores}`), {time.strftime('%Y-%m-%d %H:%M')}. "
+        f"Stand-ins: reference {args.reference_cells:,} cells ({args.labels} labels), immune {args.immune_cells:,} cells, "
+        f"{args.genes:,} genes each; random 12 x 8 x 512 checkpoint, {VOCAB_SIZE:,} tokens. Wall, CPU (user + system of the job) and peak "
         f"RSS from each job's Snakemake benchmark file (one-time jobs: all; per-split rules: {ONE_SPLIT}, 100k training "
         "cells); mem_mb and runtime (min) as declared for attempt 1 (both grow with the attempt). Whole run = per-job "
         "value x jobs in the plan (x the sample's scale where noted); CPU is the budget's measure, as contention "

@@ -43,6 +43,7 @@ def classify(train, test, params):
                                  obs=pd.DataFrame(index=a.obs_names), var=pd.DataFrame(index=a.var_names))
     staged = train[train.obs["stage"].notna().to_numpy()]  # CellTypist learns stage labels: coarse cells sit out
     fit = dense(staged)
+    np.random.seed(params["seed"])  # mini-batch SGD draws its batches from NumPy's global generator
     model = celltypist.train(
         fit, labels=staged.obs["stage"].astype(str).to_numpy(), check_expression=False,
         use_SGD=params.get("use_SGD", False), feature_selection=params.get("feature_selection", False),

@@ -15,6 +15,7 @@ rule export_operators:
         "results/benchmarks/export_operators/{model}_{definition}.tsv"
     conda:
         "../../envs/scgpt.yaml"
+    priority: CHAIN_PRIORITY
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
@@ -45,6 +46,7 @@ rule head_screen:
         "results/benchmarks/head_screen/{model}_{definition}.tsv"
     conda:
         "../../envs/scgpt.yaml"
+    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
@@ -97,6 +99,7 @@ rule feature_map:
         "results/benchmarks/feature_map/{feature}.tsv"
     conda:
         "../../envs/core.yaml"
+    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
@@ -126,6 +129,7 @@ rule adaptor:
         "results/benchmarks/adaptor/{feature}_{mode}.tsv"
     conda:
         "../../envs/scgpt.yaml"
+    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
