@@ -60,8 +60,12 @@ def files(root, stage_table, tmp_path_factory) -> dict[str, Path]:
     normalised.write_h5ad(out / "normalised.h5ad")
     ids_only = ad.AnnData(X=counts, obs=cells.obs.copy(), var=pd.DataFrame(index=var.index))  # no symbols at all
     ids_only.write_h5ad(out / "ids_only.h5ad")
+    # gene symbols, none of them the head's panel genes
+    other = ad.AnnData(X=counts, obs=cells.obs.copy(), var=pd.DataFrame(index=[f"OTHER{i}" for i in range(cells.n_vars)]))
+    other.write_h5ad(out / "other_symbols.h5ad")
     return {"dir": out, "head": out / "head.npz", "cells": out / "cells.h5ad", "cellxgene": out / "cellxgene.h5ad",
-            "normalised": out / "normalised.h5ad", "ids_only": out / "ids_only.h5ad"}
+            "normalised": out / "normalised.h5ad", "ids_only": out / "ids_only.h5ad",
+            "other_symbols": out / "other_symbols.h5ad"}
 
 
 def test_apply_writes_latent_and_predictions(files, capsys):
@@ -93,14 +97,17 @@ def test_apply_on_a_cellxgene_file_as_it_ships_equals_counts_in_x(files, capsys)
         assert result.uns["fmextract"]["counts"] == "raw.X" and result.uns["fmextract"]["coverage"] == 1.0
 
 
-@pytest.mark.parametrize("case", ["missing_input", "missing_head", "other_gene_keys", "no_raw", "not_counts"])
+@pytest.mark.parametrize("case", ["missing_input", "missing_head", "low_coverage", "other_gene_keys", "no_raw",
+                                  "not_counts"])
 def test_bad_input_exits_2_with_one_line(case, files, capsys):
     out = files["dir"] / f"{case}.h5ad"
     head, cells = str(files["head"]), str(files["cells"])
     argv, expected = {
         "missing_input": (["apply", head, str(files["dir"] / "absent.h5ad"), str(out)], "absent.h5ad: input file not found"),
         "missing_head": (["apply", str(files["dir"] / "nohead.npz"), cells, str(out)], "nohead.npz: head file not found"),
-        # a symbol-keyed (scGPT) head on a file keyed by Ensembl ids only (low coverage itself: test_head.py)
+        "low_coverage": (["apply", head, str(files["other_symbols"]), str(out)],
+                         "0 of 50 panel genes (0.0%) found in var_names"),
+        # a symbol-keyed (scGPT) head on a file keyed by Ensembl ids only
         "other_gene_keys": (["apply", head, str(files["ids_only"]), str(out)],
                             "whose genes are gene symbols, but var_names holds Ensembl gene ids (e.g. ENSG00000000000)"),
         "no_raw": (["apply", head, str(files["normalised"]), str(out), "--counts-layer", "raw.X"],

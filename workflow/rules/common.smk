@@ -16,9 +16,6 @@ check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"), so
 validate(config, schema="../../config/schema.yaml")
 
 SEED = config["seed"]
-#: the model -> operators -> adaptor -> validation chain runs before the per-split method jobs that can wait, so
-#: its long single jobs overlap them instead of closing the run on one busy core
-CHAIN_PRIORITY = 10
 #: the foundation model's kind (fmextract.models.<kind>); its checkpoint layout is read without importing torch
 MODEL_KIND = config["model"].get("kind", DEFAULT_KIND)
 MODEL_LAYOUT = layout(MODEL_KIND)

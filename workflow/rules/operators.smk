@@ -15,7 +15,6 @@ rule export_operators:
         "results/benchmarks/export_operators/{model}_{definition}.tsv"
     conda:
         "../../envs/scgpt.yaml"
-    priority: CHAIN_PRIORITY
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
@@ -46,7 +45,6 @@ rule head_screen:
         "results/benchmarks/head_screen/{model}_{definition}.tsv"
     conda:
         "../../envs/scgpt.yaml"
-    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
@@ -99,7 +97,6 @@ rule feature_map:
         "results/benchmarks/feature_map/{feature}.tsv"
     conda:
         "../../envs/core.yaml"
-    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
@@ -129,7 +126,6 @@ rule adaptor:
         "results/benchmarks/adaptor/{feature}_{mode}.tsv"
     conda:
         "../../envs/scgpt.yaml"
-    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,

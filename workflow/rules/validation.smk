@@ -31,7 +31,6 @@ rule manifold_validation:
         "results/benchmarks/manifold_validation.tsv"
     conda:
         "../../envs/scgpt.yaml"
-    priority: CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
