@@ -296,7 +296,8 @@ COLUMNS = ["step", "jobs in the plan", "measured", "wall per job (s, mean / max)
            "how"]
 #: rules that gather every split (or fetch the inputs): cheap, and not measurable on one split
 AGGREGATES = {"all", "collect", "stats", "method_failures", "runtime_summary", "compression_table", "factor_table",
-              "figures", "paper_comparison", "summary_markdown", "report_table", "download", "verify_download"}
+              "figures", "paper_comparison", "summary_markdown", "report_table", "download", "verify_download",
+              "report_html"}
 #: the scGPT forward passes: GPU jobs on a real run, outside the 24 CPU-hour budget
 FORWARD = ("embed_cells", "export_operators (forward pass)")
 BUDGET_JOB_S, BUDGET_RUN_H = 15 * 60, 24
@@ -378,9 +379,12 @@ def earlier_rows(path: Path) -> dict:
 
 
 def earlier_setup(path: Path) -> str:
-    """The 'Measured by ...' paragraph of an earlier table (where its merged rows come from), or ''."""
+    """The 'Measured by ...' paragraph of an earlier table (where its merged rows come from) and, where that table
+    merged rows itself, its own 'Rows measured ...' paragraph (so every row's provenance stays stated), or ''."""
     lines = path.read_text().splitlines() if path.exists() else []
-    return next((ln for ln in lines if ln.startswith("Measured by")), "")
+    setup = next((ln for ln in lines if ln.startswith("Measured by")), "")
+    rows = next((ln for ln in lines if ln.startswith("Rows measured in this run")), "")
+    return setup + (" In that table: " + rows[len("Rows measured in this run"):].lstrip(": ") if rows else "")
 
 
 def markdown(args: argparse.Namespace, table: dict, missing: list[str], sizes: dict, merged: str) -> str:

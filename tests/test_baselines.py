@@ -153,6 +153,21 @@ def test_celltypist_probabilities(split):
     pd.testing.assert_frame_equal(again["stage_proba"], out["stage_proba"])
 
 
+def test_celltypist_minibatch_is_seeded_from_the_config(split):
+    """Mini-batch SGD draws its batches from NumPy's global generator: the method seeds it, so whatever state the
+    process is in, the same seed gives the same probabilities; the mode is named in the parameter count."""
+    train, test, truth = split
+    p = params(use_SGD=True, mini_batch=True, batch_size=50, batch_number=4)
+    np.random.seed(123)
+    out = run("celltypist", "classifier", train, test, p)
+    np.random.seed(456)
+    np.random.random(1000)
+    again = run("celltypist", "classifier", train, test, p)
+    pd.testing.assert_frame_equal(again["stage_proba"], out["stage_proba"])
+    assert list(out["n_parameters"]) == ["logistic_sgd_minibatch"]
+    assert balanced_accuracy_score(truth["branch"], out["branch_proba"].idxmax(axis=1)) > 0.5  # chance: 1/3
+
+
 @pytest.mark.parametrize("name", ["dpt", "palantir"])
 def test_pseudotime_follows_depth(split, name):
     train, test, truth = split

@@ -5,10 +5,13 @@ labels (cells with a coarse label, which have a branch but no stage, are left ou
 CellTypist's check wants CP10k summed over ALL genes, and X here is restricted to the panel. `feature_selection=False`
 (the panel is already the HVG selection, and selection refits the model a second time).
 Mode (params `use_SGD`, default false as in CellTypist): plain logistic regression, or with `use_SGD: true`
-CellTypist's documented fast mode, SGD logistic regression, which "reduces the training burden dramatically" (the
-paper config's choice: plain logistic regression runs SAG above 50k cells, hours per 100k-cell split). Every other
-training option is CellTypist's own default unless params set it (`max_iter`: CellTypist picks 1000 below 50k cells, 500 below 500k, 200 above;
-`alpha`, `mini_batch` for > 500k cells); `n_jobs` = the job's threads (config resources.threads).
+CellTypist's documented fast mode, SGD logistic regression, which "reduces the training burden dramatically", and
+with `mini_batch: true` as well its mini-batch SGD (10 epochs of 100 batches of 1,000 cells; the paper config's
+choice: plain logistic regression runs SAG above 50k cells, hours per 100k-cell split, full-batch SGD ~19 minutes,
+mini-batch ~2 minutes; docs/cost.md). Every other training option is CellTypist's own default unless params set it
+(`max_iter`: CellTypist picks 1000 below 50k cells, 500 below 500k, 200 above; `alpha`, `batch_size`, `epochs`);
+`n_jobs` = the job's threads (config resources.threads). Mini-batch SGD draws its batches from NumPy's global
+generator, which is seeded from the config first.
 Prediction: `celltypist.annotate(..., majority_voting=False)`; CellTypist's probabilities are per-class sigmoids
 (one-vs-rest), so rows are renormalised to sum to 1. Branch probabilities are the stage probabilities summed
 per branch with the training cells' stage->branch map; subtype probabilities likewise when params has subtypes.

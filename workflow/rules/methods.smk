@@ -23,6 +23,7 @@ rule run_method:
     resources:
         mem_mb=method_resource("mem_mb", 4000),
         runtime=method_resource("runtime", 30),
+        gpu=method_resource("gpu", 0),
         attempt=lambda wc, attempt: attempt,
     params:
         spec=lambda wc: config["methods"][wc.method],
