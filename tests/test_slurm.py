@@ -136,12 +136,12 @@ def test_rule_resources_reach_sbatch(slurm_run, cluster):
 
 
 def test_every_gpu_rule_requests_a_gpu_in_the_profile():
-    """The plugin submits GPUs from `gpu`, not the rules' `gpus`: the profile must map every GPU rule."""
+    """The plugin submits GPUs from `gpu`, not the rules' `gpus`: the profile must map every GPU rule. A method's
+    GPUs come from its config entry (`methods.<m>.resources.gpu`, already the `gpu` the plugin reads)."""
     rules_text = "\n".join(p.read_text() for p in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
-    gpu_rules = {
-        name for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", rules_text, flags=re.M)
-        if re.search(r"^\s+gpus?=", body, flags=re.M)
-    }
+    bodies = dict(re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", rules_text, flags=re.M))
+    gpu_rules = {name for name, body in bodies.items() if re.search(r"^\s+gpus?=(?!method_resource)", body, flags=re.M)}
+    assert re.search(r"^\s+gpu=method_resource\(\"gpu\", 0\)", bodies["run_method"], flags=re.M)
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     overrides = yaml.safe_load((SCRIPTS / "test-profile.yaml").read_text())
     assert gpu_rules, "no rule declares gpus= any more: update profiles/slurm and this test"
