@@ -24,8 +24,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"lr": {"use_SGD": False}, "sgd": {"use_SGD": True}, "minibatch": {"use_SGD": True, "mini_batch": True}}
-ENDPOINTS = ["branch_balanced_accuracy", "branch_macro_f1", "stage_balanced_accuracy", "stage_macro_f1",
-             "cd4_cd8_auroc", "cd4_cd8_balanced_accuracy", "mono_macro_auroc", "mono_macro_balanced_accuracy"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,13 +49,12 @@ def layer(base: dict) -> dict:
 
 
 def merged(configfiles: list[str]) -> dict:
-    """The configs merged shallowly at the top level and under `methods` (enough to read celltypist and splits)."""
+    """The config layers merged as Snakemake merges `--configfile` layers (snakemake.utils.update_config)."""
+    from snakemake.utils import update_config
+
     out: dict = {}
     for f in configfiles:
-        cfg = yaml.safe_load((ROOT / f).read_text()) or {}
-        methods = {**out.get("methods", {}), **cfg.get("methods", {})}
-        out.update(cfg)
-        out["methods"] = methods
+        update_config(out, yaml.safe_load((ROOT / f).read_text()) or {})
     return out
 
 
@@ -74,7 +71,8 @@ def table(splits: list[str]) -> tuple[pd.DataFrame, dict[str, float]]:
     return pd.concat(rows, ignore_index=True), cpu
 
 
-def markdown(metrics: pd.DataFrame, cpu: dict[str, float], n_splits: int, configfiles: list[str]) -> str:
+def markdown(metrics: pd.DataFrame, cpu: dict[str, float], n_splits: int, configfiles: list[str],
+             endpoints: list[str]) -> str:
     """The sensitivity table: each mode against plain logistic regression, paired over splits."""
     wide = metrics.pivot_table(index=["split", "endpoint"], columns="mode", values="value").reset_index()
     lines = [f"# CellTypist's modes on the same {n_splits} splits ({' + '.join(configfiles)})", "",
@@ -82,7 +80,7 @@ def markdown(metrics: pd.DataFrame, cpu: dict[str, float], n_splits: int, config
              "noise = the split-to-split SD of that mode's endpoint; `exceeds` when |mean difference| > noise.", "",
              "| endpoint | LR mean | SGD mean | SGD - LR (SD) | SGD noise | exceeds | mini-batch mean | "
              "mini-batch - LR (SD) | mini-batch noise | exceeds |", "|---|" + "---:|" * 5 + "---:|---:|---:|---|"]
-    for endpoint in [e for e in ENDPOINTS if e in set(wide["endpoint"])]:
+    for endpoint in [e for e in endpoints if e in set(wide["endpoint"])]:
         w = wide[wide["endpoint"] == endpoint]
         cells = [endpoint, f"{w['lr'].mean():.3f}"]
         for mode in ("sgd", "minibatch"):
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         layer_path.unlink(missing_ok=True)
     metrics, cpu = table(splits)
-    text = markdown(metrics, cpu, len(splits), args.configfile)
+    text = markdown(metrics, cpu, len(splits), args.configfile, base["endpoints"]["paper"])
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
