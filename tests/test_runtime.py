@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fmextract.errors import InputError
-from fmextract.runtime import runtime_summary
+from fmextract.runtime import runtime_summary, split_seconds
 
 
 def test_paper_numbers_give_the_paper_ratio():
@@ -40,3 +40,14 @@ def test_the_training_mode_is_reported_per_method():
                             "mode": ["sgd", "sgd", None]})
     t = runtime_summary(runtime, {}, reference="pca", campaign_splits=12).set_index("method")
     assert t.loc["celltypist", "mode"] == "sgd" and t.loc["pca", "mode"] == ""
+
+
+def test_split_seconds_share_an_all_in_one_jobs_start_up():
+    """A one-split job keeps its whole wall; the splits of an all-in-one job add an equal share of the job's time
+    outside them (start-up, imports) to their own, and sum to the job's wall."""
+    jobs = ["a/split000.tsv", "a/split001.tsv", "b/all_splits.tsv", "b/all_splits.tsv", "b/all_splits.tsv"]
+    wall = {"a/split000.tsv": 5.0, "a/split001.tsv": 7.0, "b/all_splits.tsv": 12.0}
+    out = split_seconds([1.0, 2.0, 1.0, 2.0, 3.0], jobs, wall)
+    assert out == pytest.approx([5.0, 7.0, 3.0, 4.0, 5.0])
+    assert sum(out[2:]) == pytest.approx(12.0)
+    assert split_seconds([4.0], ["x"], {"x": 3.0}) == [4.0]  # clock skew never makes a share negative

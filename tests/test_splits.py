@@ -135,3 +135,10 @@ def test_split_scale_keeps_the_paper_design_small():
     assert split_plan(n_splits=12, scale=0.5) == [("all_method", 6)]
     with pytest.raises(InputError, match=r"splits.scale is 0"):
         split_plan(design="paper", scale=0)
+
+
+def test_job_splits_names_each_output_by_its_split():
+    from fmextract.splits import job_splits
+
+    assert job_splits("results/methods/pca/split007.tsv") == [("split007", "results/methods/pca/split007.tsv")]
+    assert [s for s, _ in job_splits(["r/m/split000.json", "r/m/split001.json"])] == ["split000", "split001"]

@@ -402,6 +402,35 @@ def test_partial_failures_are_summarised_at_the_end(run):
     assert failures[["method", "split"]].values.tolist() == [["crashy", "split001"]]
 
 
+def test_all_in_one_jobs_give_the_same_tables_as_jobs_per_split(run, tmp_path):
+    """splits.jobs: all_in_one (the demo's: one job per method over all splits) reruns every per-split rule of the
+    finished tiny run as one job each and gives the same per-split outputs, bit for bit; a method that raises on one
+    split (crashy) loses only that split inside its one job; each split's runtime shares its job's start-up."""
+    work = tmp_path / "wf"
+    shutil.copytree(run, work, symlinks=True)
+    cfg_path = work / "config" / "tiny.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["splits"]["jobs"] = "all_in_one"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    per_split_rules = ["run_method", "compression_split", "factor_ablation_split", "factor_core_split"]
+    proc = snakemake(work, "--forcerun", *per_split_rules, "--", "results/tables/metrics.tsv",
+                     "results/tables/compression.tsv", "results/tables/factor_ablation.tsv", timeout=1800)
+    jobs = re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M)  # Snakemake's job-count table
+    counts = {rule: int(n) for rule, n in jobs}
+    assert all(counts.get(r) == (len(methods(run)) if r == "run_method" else 1) for r in per_split_rules), counts
+    for pattern in ("results/methods/*/split*.tsv", "results/compression/split*.tsv", "results/factors/split*.tsv",
+                    "results/factors/core/split*.tsv"):
+        old = sorted(run.glob(pattern))
+        assert old and [p.relative_to(run) for p in old] == [p.relative_to(work) for p in sorted(work.glob(pattern))]
+        for path in old:
+            assert (work / path.relative_to(run)).read_bytes() == path.read_bytes(), path.relative_to(run)
+    assert (work / "results/logs/methods/crashy/all_splits.log").is_file()
+    runtime = table(work, "runtime.tsv")
+    assert runtime.loc[runtime["status"] == "failed", ["method", "split"]].values.tolist() == [["crashy", "split001"]]
+    bench = pd.read_csv(work / "results/benchmarks/methods/toy/all_splits.tsv", sep="\t")
+    assert runtime.loc[runtime["method"] == "toy", "seconds"].sum() == pytest.approx(bench["s"].iloc[0], rel=1e-3)
+
+
 def test_a_method_failing_on_every_split_fails_the_run(run, tmp_path):
     work = tmp_path / "wf"
     shutil.copytree(run, work, symlinks=True)  # the finished tiny run: only the new method's jobs and their consumers run

@@ -8,7 +8,7 @@ inputs (cache rules and what they are fitted from) and its per-split jobs (runti
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,22 @@ from fmextract.errors import InputError
 
 COLUMNS = ["method", "one_time_seconds", "one_time_steps", "n_splits", "per_split_seconds", "per_split_method_seconds",
            "campaign_splits", "campaign_seconds", "reference", "campaign_ratio", "per_split_ratio", "mode"]
+
+
+def split_seconds(own: Sequence[float], job_of: Sequence[str], job_wall: Mapping[str, float]) -> list[float]:
+    """Each split's wall seconds: its own time inside its job (`own`, measured by the job) plus an equal share of the
+    rest of the job's wall (`job_wall` of `job_of`: Python start-up, imports, reading the panel). A job of one split
+    gets its whole wall; the splits of an all-in-one job share its start-up, and together they sum to its wall."""
+    own = [float(x) for x in own]
+    mine: dict[str, list[int]] = {}
+    for i, job in enumerate(job_of):
+        mine.setdefault(job, []).append(i)
+    out = list(own)
+    for job, idx in mine.items():
+        rest = max(float(job_wall[job]) - sum(own[i] for i in idx), 0.0)
+        for i in idx:
+            out[i] = own[i] + rest / len(idx)
+    return out
 
 
 def runtime_summary(

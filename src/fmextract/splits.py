@@ -9,6 +9,7 @@ core-only splits (``design="paper"``).
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -179,3 +180,10 @@ def cap_training_cells(
     rng = np.random.default_rng(seed)
     keep = [rng.choice(g, size=q, replace=False) for g, q in zip(groups.values(), quota) if q > 0]
     return obs.index[np.sort(np.concatenate(keep))]
+
+
+def job_splits(outputs: str | Sequence[str]) -> list[tuple[str, str]]:
+    """(split, path) of a per-split rule's output(s): one for a job per split, every split of an all-in-one job
+    (config splits.jobs); the split is the file's stem (results/<...>/split007.tsv)."""
+    paths = [outputs] if isinstance(outputs, str) else [str(p) for p in outputs]
+    return [(PurePath(p).stem, p) for p in paths]

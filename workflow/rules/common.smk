@@ -28,6 +28,26 @@ BLOCKS = split_plan(
     config["splits"].get("n_splits"), config["splits"].get("design"), scale=config["splits"].get("scale", 1.0)
 )
 SPLITS = [f"split{i:03d}" for i in range(sum(n for _, n in BLOCKS))]
+#: per-split rules (run_method, compression_split, factor_*_split): one job per split, or one over all splits
+#: (splits.jobs: all_in_one; the same output files, each split's start-up cost paid once per job instead of per split)
+ALL_IN_ONE = config["splits"].get("jobs", "per_split") == "all_in_one"
+if ALL_IN_ONE and len(BLOCKS) > 1:
+    raise WorkflowError(
+        "config splits.jobs: all_in_one runs every method on every split, but splits.design gives several blocks "
+        "(core: false methods run only the first); set splits.jobs: per_split, or use splits.n_splits"
+    )
+
+
+def per_split(pattern):
+    """A per-split rule's output: the pattern (one job per split), or its paths for every split (all_in_one)."""
+    return [pattern.replace("{split}", s) for s in SPLITS] if ALL_IN_ONE else pattern
+
+
+def per_job(pattern):
+    """A per-split rule's log or benchmark: per split, or one per job ({split} -> all_splits) when all_in_one."""
+    return pattern.replace("{split}", "all_splits") if ALL_IN_ONE else pattern
+
+
 #: (method, split) pairs to run: `core: false` methods run only the first (all-method) block
 METHOD_SPLITS = [
     (m, s) for m in METHODS for s in (SPLITS if config["methods"][m].get("core", True) else SPLITS[: BLOCKS[0][1]])
@@ -233,6 +253,8 @@ def method_resource(name, default):
 
     def get(wildcards, attempt=1):
         value = config["methods"][wildcards.method].get("resources", {}).get(name, default)
+        if name == "runtime" and ALL_IN_ONE:  # a runtime is per split: the job runs them all
+            value *= len(SPLITS)
         return value * attempt if name in ("mem_mb", "runtime") else value
 
     return get

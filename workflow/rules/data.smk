@@ -146,7 +146,7 @@ rule splits:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 5 * attempt,
     params:
-        splits=config["splits"],
+        splits={k: v for k, v in config["splits"].items() if k != "jobs"},  # how jobs are cut changes no split
         seed=SEED,
     script:
         "../scripts/data.py"

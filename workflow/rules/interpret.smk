@@ -12,11 +12,11 @@ rule compression_split:
         h5ad="results/data/benchmark.h5ad",
         splits="results/splits/splits.tsv",
     output:
-        "results/compression/{split}.tsv",
+        per_split("results/compression/{split}.tsv"),
     log:
-        "results/logs/compression/{split}.log",
+        per_job("results/logs/compression/{split}.log"),
     benchmark:
-        "results/benchmarks/compression/{split}.tsv"
+        per_job("results/benchmarks/compression/{split}.tsv")
     conda:
         "../../envs/core.yaml"
     threads: 1
@@ -41,11 +41,11 @@ rule factor_ablation_split:
         h5ad="results/data/benchmark.h5ad",
         splits="results/splits/splits.tsv",
     output:
-        "results/factors/{split}.tsv",
+        per_split("results/factors/{split}.tsv"),
     log:
-        "results/logs/factors/{split}.log",
+        per_job("results/logs/factors/{split}.log"),
     benchmark:
-        "results/benchmarks/factors/{split}.tsv"
+        per_job("results/benchmarks/factors/{split}.tsv")
     conda:
         "../../envs/core.yaml"
     threads: 1
@@ -68,11 +68,11 @@ rule factor_core_split:
         h5ad="results/data/benchmark.h5ad",
         splits="results/splits/splits.tsv",
     output:
-        "results/factors/core/{split}.tsv",
+        per_split("results/factors/core/{split}.tsv"),
     log:
-        "results/logs/factors/core/{split}.log",
+        per_job("results/logs/factors/core/{split}.log"),
     benchmark:
-        "results/benchmarks/factors/core/{split}.tsv"
+        per_job("results/benchmarks/factors/core/{split}.tsv")
     conda:
         "../../envs/core.yaml"
     threads: 1

@@ -1,4 +1,5 @@
-# One generic rule runs any method (workflow/methods/<method>.py) on any donor-holdout split.
+# One generic rule runs any method (workflow/methods/<method>.py) on any donor-holdout split (or, with splits.jobs:
+# all_in_one, on all splits in one job).
 # A job stops itself at methods_deadline_fraction of its runtime: before its last attempt it exits to be retried with
 # runtime and mem_mb x attempt; on the last one it records the timeout (failures.tsv) so the campaign goes on.
 
@@ -10,12 +11,12 @@ rule run_method:
         splits="results/splits/splits.tsv",
         code=method_file,
     output:
-        metrics="results/methods/{method}/{split}.tsv",
-        info="results/methods/{method}/{split}.json",
+        metrics=per_split("results/methods/{method}/{split}.tsv"),
+        info=per_split("results/methods/{method}/{split}.json"),
     log:
-        "results/logs/methods/{method}/{split}.log",
+        per_job("results/logs/methods/{method}/{split}.log"),
     benchmark:
-        "results/benchmarks/methods/{method}/{split}.tsv"
+        per_job("results/benchmarks/methods/{method}/{split}.tsv")
     retries: METHOD_RETRIES
     conda:
         method_env

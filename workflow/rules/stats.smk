@@ -7,11 +7,13 @@ rule collect:
     input:
         metrics=[f"results/methods/{m}/{s}.tsv" for m, s in METHOD_SPLITS],
         info=[f"results/methods/{m}/{s}.json" for m, s in METHOD_SPLITS],
-        benchmarks=[f"results/benchmarks/methods/{m}/{s}.tsv" for m, s in METHOD_SPLITS],
+        benchmarks=sorted({rules.run_method.benchmark.format(method=m, split=s) for m, s in METHOD_SPLITS}),
     output:
         metrics="results/tables/metrics.tsv",
         runtime="results/tables/runtime.tsv",
         parameters="results/tables/parameters.tsv",
+    params:
+        benchmark_of=[rules.run_method.benchmark.format(method=m, split=s) for m, s in METHOD_SPLITS],  # per info
     log:
         "results/logs/collect.log",
     benchmark:

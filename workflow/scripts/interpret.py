@@ -8,6 +8,7 @@ import pandas as pd
 
 from fmextract import logs
 from fmextract.io import read_tsv, write_tsv
+from fmextract.splits import job_splits
 
 logs.start(snakemake)
 log = logging.getLogger("interpret")
@@ -15,15 +16,17 @@ rule = snakemake.rule
 
 
 def split_data(expression: bool = True):
-    """The split's train view, test view and truth (same views as the method rule), its rows read from the panel on
-    disk; with `expression=False` obs only (the frozen-latent caches hold the rest)."""
+    """(split, output path, (train view, test view, truth)) for each split of the job (one, or all: splits.jobs), the
+    same views as the method rule, rows read from the panel on disk; with `expression=False` obs only (the
+    frozen-latent caches hold the rest)."""
     from fmextract.data import open_backed
     from fmextract.methods import split_views
 
+    splits = read_tsv(snakemake.input.splits)
     with open_backed(snakemake.input.h5ad) as panel:
-        return split_views(panel, read_tsv(snakemake.input.splits), snakemake.wildcards.split,
-                           max_train_cells=snakemake.params.max_train_cells, seed=snakemake.params.seed,
-                           expression=expression)
+        for split, out in job_splits(snakemake.output[0] if len(snakemake.output) == 1 else list(snakemake.output)):
+            yield split, out, split_views(panel, splits, split, max_train_cells=snakemake.params.max_train_cells,
+                                          seed=snakemake.params.seed, expression=expression)
 
 
 def fixed_probe_scorer(map_path, adaptor_path, train, test, truth):
@@ -42,42 +45,43 @@ if rule == "compression_split":
     from fmextract.cache import read_rows
     from fmextract.methods import evaluate
 
-    train, test, truth = split_data(expression=False)
-    rows = []
-    for variant, latent in zip(snakemake.params.variants, snakemake.input.latents):
-        # each rung: its own cell-trained adaptor, folded with its map into a frozen latent computed once ...
-        z = {f"Z_{name}": read_rows(latent, a.obs_names) for name, a in (("train", train), ("test", test))}
-        values, _ = evaluate("embedding", z, train, truth, subtypes=snakemake.params.subtypes, seed=snakemake.params.seed)
-        rows += [{"split": snakemake.wildcards.split, "variant": variant, "endpoint": k, "value": v} for k, v in values.items()]
-    write_tsv(pd.DataFrame(rows), snakemake.output[0])  # ... and its own readouts, fitted on this split (evaluate)
+    for split, out, (train, test, truth) in split_data(expression=False):
+        rows = []
+        for variant, latent in zip(snakemake.params.variants, snakemake.input.latents):
+            # each rung: its own cell-trained adaptor, folded with its map into a frozen latent computed once ...
+            z = {f"Z_{name}": read_rows(latent, a.obs_names) for name, a in (("train", train), ("test", test))}
+            values, _ = evaluate("embedding", z, train, truth, subtypes=snakemake.params.subtypes,
+                                 seed=snakemake.params.seed)
+            rows += [{"split": split, "variant": variant, "endpoint": k, "value": v} for k, v in values.items()]
+        write_tsv(pd.DataFrame(rows), out)  # ... and its own readouts, fitted on this split (evaluate)
 
 elif rule == "factor_ablation_split":
     from fmextract.interpret import leave_one_out
 
-    train, test, truth = split_data()
-    tables = []
-    for surrogate, map_path, adaptor_path in (
-        (snakemake.params.surrogates[0], snakemake.input.feature_map, snakemake.input.adaptor),
-        (snakemake.params.surrogates[1], snakemake.input.sparse_map, snakemake.input.sparse_adaptor),
-    ):
-        fmap, score = fixed_probe_scorer(map_path, adaptor_path, train, test, truth)
-        tables.append(leave_one_out(fmap, score).assign(split=snakemake.wildcards.split, surrogate=surrogate))
-        log.info("%s: %d factors left out in turn", surrogate, fmap.n_factors)
-    write_tsv(pd.concat(tables, ignore_index=True), snakemake.output[0])
+    for split, out, (train, test, truth) in split_data():
+        tables = []
+        for surrogate, map_path, adaptor_path in (
+            (snakemake.params.surrogates[0], snakemake.input.feature_map, snakemake.input.adaptor),
+            (snakemake.params.surrogates[1], snakemake.input.sparse_map, snakemake.input.sparse_adaptor),
+        ):
+            fmap, score = fixed_probe_scorer(map_path, adaptor_path, train, test, truth)
+            tables.append(leave_one_out(fmap, score).assign(split=split, surrogate=surrogate))
+            log.info("%s, %s: %d factors left out in turn", split, surrogate, fmap.n_factors)
+        write_tsv(pd.concat(tables, ignore_index=True), out)
 
 elif rule == "factor_core_split":
     from fmextract.adaptor import Adaptor
     from fmextract.features import FeatureMap
     from fmextract.interpret import split_core_subsets
 
-    train, test, truth = split_data()
-    core, subsets = split_core_subsets(
-        FeatureMap.load(snakemake.input.feature_map), Adaptor.load(snakemake.input.adaptor), train, test, truth,
-        endpoints=snakemake.params.endpoints, n_core=snakemake.params.n_core, subtypes=snakemake.params.subtypes,
-        seed=snakemake.params.seed)
-    log.info("core factors of %s (top %d by leave-one-out impact on its %d training cells): %s",
-             snakemake.wildcards.split, len(core), train.n_obs, core)
-    write_tsv(subsets.assign(split=snakemake.wildcards.split), snakemake.output[0])
+    fmap, adaptor = FeatureMap.load(snakemake.input.feature_map), Adaptor.load(snakemake.input.adaptor)
+    for split, out, (train, test, truth) in split_data():
+        core, subsets = split_core_subsets(
+            fmap, adaptor, train, test, truth, endpoints=snakemake.params.endpoints, n_core=snakemake.params.n_core,
+            subtypes=snakemake.params.subtypes, seed=snakemake.params.seed)
+        log.info("core factors of %s (top %d by leave-one-out impact on its %d training cells): %s",
+                 split, len(core), train.n_obs, core)
+        write_tsv(subsets.assign(split=split), out)
 
 elif rule == "compression_table":
     from fmextract.compaction import COLUMNS, chain_table, paper_chain

@@ -14,17 +14,23 @@ rule = snakemake.rule
 
 if rule == "collect":
     metrics = pd.concat([read_tsv(p) for p in snakemake.input.metrics], ignore_index=True)
-    runtime, params = [], []
-    for info_path, bench_path in zip(snakemake.input.info, snakemake.input.benchmarks):
+    from fmextract.runtime import split_seconds
+
+    infos = []
+    for info_path in snakemake.input.info:
         with open(info_path) as fh:
-            info = json.load(fh)
-        bench = read_tsv(bench_path).iloc[0]
+            infos.append(json.load(fh))
+    benches = {path: read_tsv(path).iloc[0] for path in snakemake.input.benchmarks}
+    job_of = snakemake.params.benchmark_of  # a split's job: its own, or its method's all-splits job (splits.jobs)
+    seconds = split_seconds([i.get("split_seconds", 0.0) for i in infos], job_of, {p: b["s"] for p, b in benches.items()})
+    runtime, params = [], []
+    for info, job, wall in zip(infos, job_of, seconds):
         if info.get("status") == "failed":
             log.warning("%s on %s failed (%s); its metrics are missing and its pairs are dropped", info["method"],
                         info["split"], info.get("error"))
         runtime.append({"method": info["method"], "split": info["split"], "status": info.get("status", "ok"),
-                        "seconds": bench["s"],
-                        "method_seconds": info["method_seconds"], "max_rss_mb": bench["max_rss"],
+                        "seconds": wall, "method_seconds": info["method_seconds"],
+                        "max_rss_mb": benches[job]["max_rss"],
                         "n_train": info.get("n_train"), "n_test": info.get("n_test"), "mode": info.get("mode", "")})
         params += [{"method": info["method"], "split": info["split"], **row} for row in info["parameters"]]
     keys = ["method", "role", "fitted", "component"]
