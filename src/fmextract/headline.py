@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fmextract.stats import OTHER_ENDPOINTS
+
 #: BH q below which a difference counts
 ALPHA = 0.05
 #: endpoint -> short title, in display order
@@ -24,6 +26,10 @@ TITLES = {
 }
 #: BH families in display order
 FAMILY_ORDER = {"reference": 0, "paper": 1, "controls": 2, "extracted_variants": 3}
+#: how the headline names each BH family
+FAMILY_LABELS = {"paper": "The paper's baselines", "controls": "Controls", "extracted_variants": "Extracted variants"}
+#: attribution comparisons named one by one in the headline (the largest credited gains; the rest are counted)
+N_NAMED = 3
 #: attribution.tsv verdict that credits a gain to attention
 CREDITED = "credited to attention"
 
@@ -37,10 +43,6 @@ def _title(endpoint: str) -> str:
     return TITLES.get(endpoint, endpoint)
 
 
-def _method(name: str, family: str) -> str:
-    return f"{name} (control)" if family == "controls" else name
-
-
 def comparisons(stats: pd.DataFrame) -> pd.DataFrame:
     """Per compared method: endpoints it is ahead of / behind the reference at BH q < ALPHA, and its largest lead and
     deficit (median split difference) with their endpoints. `median_diff` is reference - method."""
@@ -49,7 +51,8 @@ def comparisons(stats: pd.DataFrame) -> pd.DataFrame:
         significant = sub["q_value"] < ALPHA
         ahead = sub[significant & (sub["median_diff"] < 0)]
         behind = sub[significant & (sub["median_diff"] > 0)]
-        row = {"method": method, "family": sub["family"].iloc[0] if "family" in sub else "", "endpoints": len(sub),
+        family = sub["family"].iloc[0].removesuffix(OTHER_ENDPOINTS) if "family" in sub else ""  # one per method
+        row = {"method": method, "family": family, "endpoints": len(sub),
                "ahead": len(ahead), "behind": len(behind)}
         if len(ahead):
             best = ahead.loc[ahead["median_diff"].idxmin()]
@@ -64,40 +67,48 @@ def comparisons(stats: pd.DataFrame) -> pd.DataFrame:
                            else c, kind="stable").reset_index(drop=True)
 
 
+def _listing(rows: pd.DataFrame, count: str, amount: str, endpoint: str, detailed: bool) -> str:
+    """'name (k of n; by up to x on endpoint), ...' (the amount only where `detailed`)."""
+    return _join([f"{r['method']} ({r[count]} of {r['endpoints']}"
+                  + (f"; by up to {r[amount]:.3f} on {_title(r[endpoint])}" if detailed else "") + ")"
+                  for _, r in rows.iterrows()])
+
+
+def _family_sentence(sub: pd.DataFrame, family: str, reference: str) -> str:
+    """One BH family against the reference: who beats it, whom it beats, who is not distinguishable. The paper's
+    baselines (or a run without families) carry the size of each lead; controls and variants their counts only."""
+    detailed = family in ("paper", "")
+    label = FAMILY_LABELS.get(family, family or "Compared methods")
+    winners = sub[sub["ahead"] > 0].sort_values("lead", ascending=False, kind="stable")
+    beaten = sub[sub["behind"] > 0].sort_values(["behind", "deficit"], ascending=False, kind="stable")
+    tied = sub[(sub["ahead"] == 0) & (sub["behind"] == 0)]
+    parts = [f"{len(winners)} beat{'s' if len(winners) == 1 else ''} `{reference}` on at least one endpoint: "
+             f"{_listing(winners, 'ahead', 'lead', 'lead_endpoint', detailed)}" if len(winners)
+             else f"none beats `{reference}`"]
+    parts.append(f"`{reference}` beats {len(beaten)}: {_listing(beaten, 'behind', 'deficit', 'deficit_endpoint', detailed)}"
+                 if len(beaten) else f"`{reference}` beats none")
+    if len(tied):
+        parts.append(f"not distinguishable: {_join(tied['method'].tolist())}")
+    return f"{label} ({len(sub)}): " + "; ".join(parts) + "."
+
+
 def benchmark_sentences(stats: pd.DataFrame, summary: pd.DataFrame, reference: str) -> list[str]:
-    """Who beats the reference and by how much, whom it beats, and who is not distinguishable from it."""
+    """Per BH family (the paper's baselines first): who beats the reference and by how much, whom it beats, and who is
+    not distinguishable from it."""
     n_splits = int(summary["n"].max()) if len(summary) else 0
     c = comparisons(stats)
     if c.empty:
         return [f"No method was compared with `{reference}` (stats.tsv has no rows)."]
     n_endpoints = int(c["endpoints"].max())
-    winners = c[c["ahead"] > 0].sort_values("lead", ascending=False, kind="stable")
-    beaten = c[c["behind"] > 0].sort_values("behind", ascending=False, kind="stable")
-    tied = c[(c["ahead"] == 0) & (c["behind"] == 0)]
-    intro = (f"Over {n_splits} donor-holdout splits and {n_endpoints} endpoints (paired two-sided Wilcoxon, "
-             f"BH q < {ALPHA:g}), ")
-    if winners.empty and beaten.empty:
+    intro = f"Over {n_splits} donor-holdout splits and {n_endpoints} endpoints (paired two-sided Wilcoxon, BH q < {ALPHA:g})"
+    if not ((c["ahead"] > 0) | (c["behind"] > 0)).any():
         smallest = 2 / 2 ** n_splits if n_splits else 1.0  # the exact test's smallest two-sided p over n pairs
         why = (f"; with {n_splits} splits no paired Wilcoxon test can reach p < {ALPHA:g}, the smallest two-sided p "
                f"is {smallest:.3g}" if smallest >= ALPHA else "")
-        return [intro + f"no method differs from `{reference}` on any endpoint ({len(c)} compared{why})."]
-    if len(winners):
-        parts = [f"{_method(r.method, r.family)} ({r.ahead} of {r.endpoints}; by up to {r.lead:.3f} on "
-                 f"{_title(r.lead_endpoint)})" for r in winners.itertuples()]
-        sentences = [intro + f"{len(winners)} of {len(c)} methods beat `{reference}` on at least one endpoint: "
-                     f"{_join(parts)}."]
-    else:
-        sentences = [intro + f"no method beats `{reference}` on any endpoint ({len(c)} compared)."]
-    if len(beaten):
-        parts = [f"{_method(r.method, r.family)} ({r.behind} of {r.endpoints}; by up to {r.deficit:.3f} on "
-                 f"{_title(r.deficit_endpoint)})" for r in beaten.itertuples()]
-        sentences.append(f"`{reference}` beats {len(beaten)} on at least one endpoint: {_join(parts)}.")
-    else:
-        sentences.append(f"`{reference}` beats no method on any endpoint.")
-    if len(tied):
-        sentences.append(f"Not distinguishable from `{reference}` on any endpoint: "
-                         f"{_join([_method(r.method, r.family) for r in tied.itertuples()])}.")
-    return sentences
+        return [intro + f", no method differs from `{reference}` on any endpoint ({len(c)} compared{why})."]
+    families = c["family"].fillna("")
+    sentences = [_family_sentence(c[families == f], f, reference) for f in dict.fromkeys(families)]
+    return [f"{intro}. {sentences[0]}", *sentences[1:]]
 
 
 def _verdict_rows(validation: pd.DataFrame) -> pd.DataFrame:
@@ -148,10 +159,13 @@ def attribution_sentence(attribution: pd.DataFrame | None) -> str | None:
     if credited.empty:
         return (f"No gain is credited to attention: none of the {len(attribution)} attribution comparisons "
                 f"({tally}).")
+    largest = credited.sort_values("difference", ascending=False, kind="stable")
     parts = [f"{r.panel}/{r.adaptor} {r.gate} vs {r.comparator} ({r.difference:+.3f}, CI {r.ci_low:.3f} to "
-             f"{r.ci_high:.3f})" for r in credited.itertuples()]
-    return (f"A gain is credited to attention in {len(credited)} of {len(attribution)} attribution comparisons: "
-            f"{_join(parts)} ({tally}).")
+             f"{r.ci_high:.3f})" for r in largest.head(N_NAMED).itertuples()]
+    if len(largest) > N_NAMED:
+        parts.append(f"{len(largest) - N_NAMED} more in attribution.tsv")
+    return (f"A gain is credited to attention in {len(credited)} of {len(attribution)} attribution comparisons "
+            f"({tally}): {_join(parts)}.")
 
 
 def headline(tables: dict[str, pd.DataFrame], *, reference: str) -> list[str]:

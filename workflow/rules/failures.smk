@@ -11,8 +11,7 @@ RUN_START = time.time()
 
 #: (info JSON, log) of every method x split job of this config
 METHOD_JOBS = [
-    (f"results/methods/{m}/{s}.json", rules.run_method.log[0].format(method=m, split=s))
-    for m, s in METHOD_SPLITS
+    (f"results/methods/{m}/{s}.json", rules.run_method.log[0].format(method=m, split=s)) for m, s in METHOD_SPLITS
 ]
 
 

@@ -12,8 +12,6 @@ rule collect:
         metrics="results/tables/metrics.tsv",
         runtime="results/tables/runtime.tsv",
         parameters="results/tables/parameters.tsv",
-    params:
-        benchmark_of=[rules.run_method.benchmark.format(method=m, split=s) for m, s in METHOD_SPLITS],  # per info
     log:
         "results/logs/collect.log",
     benchmark:
@@ -24,6 +22,8 @@ rule collect:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
+    params:
+        benchmark_of=[rules.run_method.benchmark.format(method=m, split=s) for m, s in METHOD_SPLITS],  # per info
     script:
         "../scripts/stats.py"
 
